@@ -1,0 +1,56 @@
+# pgdbaas: `make run` starts the API with the embedded defaults, `make test` runs every test.
+# Both install what they need on a fresh Debian 12 machine (run as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-common postgresql-contrib \
+	locales sudo git rsync
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test deps venv collection lint sanity molecule pytest bench clean
+
+deps: .stamps/apt venv collection
+
+.stamps/apt:
+	@mkdir -p .stamps
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); fi
+	@touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+# The checkout is the collection dbaas.postgresql: link it where ansible looks for collections.
+collection:
+	@mkdir -p ansible_collections/dbaas
+	@ln -sfn ../.. ansible_collections/dbaas/postgresql
+
+run: deps
+	$(PY) -m api
+
+lint: deps
+	$(BIN)/ansible-lint --profile production
+
+sanity: deps
+	./tests/sanity.sh
+
+molecule: deps
+	./tests/molecule.sh
+
+pytest: deps
+	$(BIN)/pytest
+
+test: deps lint sanity molecule pytest
+
+bench: deps
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .stamps ansible_collections

@@ -1,0 +1,33 @@
+"""Errors the service layer raises; each dialect renders them in its own body shape."""
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    """The resource's state forbids the operation, or another operation holds the cluster."""
+
+    status_code = 409
+
+    def __init__(self, message: str, *, request_id: str | None = None, field: str | None = None):
+        super().__init__(message, field=field)
+        self.request_id = request_id
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+
+
+class Invalid(ServiceError):
+    status_code = 400

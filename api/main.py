@@ -1,0 +1,95 @@
+"""The FastAPI application: wiring only (store, executor, host pool, routers, start-up duties)."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from sqlalchemy import select
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.context import Context
+from api.errors import Conflict, ServiceError
+from api.executor import Executor
+from api.hosts import HostPool
+from api.routers import agent, itcare, v1
+from api.security import load_cipher
+from api.services import accounts, clusters, requests
+from api.settings import Settings
+from api.store import make_engine, migrate, session_factory
+from api.store.models import Account, Operation
+
+log = logging.getLogger("pgdbaas")
+
+
+def build_context(settings: Settings) -> Context:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.store_url)
+    sessions = session_factory(make_engine(settings.store_url))
+    executor = Executor(sessions, jobs_dir=settings.jobs_dir, playbook_dir=settings.playbook_dir,
+                        workers=settings.workers)
+    return Context(settings=settings, sessions=sessions, executor=executor,
+                   hosts=HostPool(settings.inventory, settings.host_group),
+                   cipher=load_cipher(settings.secret_key, settings.data_dir))
+
+
+def boot_agent_instance(ctx: Context) -> Operation | None:
+    """The agent seed's "on boot": provision the default instance if absent, and start it."""
+    name = ctx.settings.agent_instance
+    if not name:
+        return None
+    with ctx.sessions() as session:
+        owner = session.scalar(select(Account).where(Account.name == ctx.settings.admin_user))
+    if owner is None:
+        log.warning("PGDBAAS_AGENT_INSTANCE is set but no admin account exists: not booting %s", name)
+        return None
+    cluster = clusters.find_cluster_by_name(ctx, name)
+    try:
+        if cluster is None:
+            spec = clusters.ClusterSpec(name=name, port=ctx.settings.agent_port or None)
+            return clusters.create_cluster(ctx, owner, spec)[1]
+        return clusters.boot(ctx, owner, cluster.id)
+    except Conflict as exc:  # e.g. recovery is already observing it
+        log.warning("agent instance %s not booted: %s", name, exc.message)
+        return None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ctx = await run_in_threadpool(build_context, settings)
+        app.state.context = ctx
+        await run_in_threadpool(accounts.ensure_admin, ctx)
+        interrupted = await run_in_threadpool(requests.recover, ctx)
+        if interrupted:
+            log.warning("%d request(s) were interrupted by a restart", len(interrupted))
+        await run_in_threadpool(boot_agent_instance, ctx)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(ctx.executor.shutdown)
+
+    app = FastAPI(title="pgdbaas", version="0.1.0", lifespan=lifespan,
+                  description="Self-hosted PostgreSQL database-as-a-service. Every mutating call is an "
+                              "ansible-runner job, answered at once with a request to poll at /v1/requests/{id}.")
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError):
+        body = {"detail": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        if isinstance(exc, Conflict) and exc.request_id:
+            body["request_id"] = exc.request_id
+        return JSONResponse(status_code=exc.status_code, content=body)
+
+    @app.get("/health", tags=["health"])
+    def health():
+        return {"status": "ok"}
+
+    app.include_router(v1.router)
+    app.include_router(agent.router)
+    app.include_router(itcare.router)
+    return app

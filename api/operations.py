@@ -1,0 +1,95 @@
+"""Operation records: the async request behind every mutating call, and the per-cluster lock.
+
+The lock is the cluster row's `active_operation_id`, taken with one conditional UPDATE so two
+API calls racing for one cluster cannot both win, in SQLite or PostgreSQL alike.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from api.errors import Conflict
+from api.store.models import Cluster, Operation, utcnow
+
+QUEUED, IN_PROGRESS, SUCCESS, ERROR, CANCELED = "QUEUED", "IN_PROGRESS", "SUCCESS", "ERROR", "CANCELED"
+FINAL_STATES = (SUCCESS, ERROR, CANCELED)
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4()}"
+
+
+def open_operation(
+    session: Session,
+    *,
+    kind: str,
+    playbook: str,
+    actor_id: str,
+    cluster: Cluster | None,
+    extravars: dict,
+    transitional_state: str | None = None,
+    allowed_states: Iterable[str] | None = None,
+) -> Operation:
+    """Insert a QUEUED operation and take the cluster's lock, or raise Conflict; caller commits.
+
+    `allowed_states` is checked in the same UPDATE that takes the lock, so a state change
+    between the caller's read and this write cannot slip through.
+    """
+    operation = Operation(
+        id=new_request_id(), kind=kind, playbook=playbook, actor_id=actor_id, state=QUEUED,
+        cluster_id=cluster.id if cluster else None, extravars=extravars,
+        tasks_total=expected_tasks(session, playbook),
+    )
+    if cluster is not None:
+        values: dict = {"active_operation_id": operation.id, "modified_by": actor_id, "modified_at": utcnow()}
+        if transitional_state:
+            values["service_state"] = transitional_state
+        statement = update(Cluster).where(Cluster.id == cluster.id, Cluster.active_operation_id.is_(None))
+        if allowed_states is not None:
+            statement = statement.where(Cluster.service_state.in_(list(allowed_states)))
+        if session.execute(statement.values(**values)).rowcount != 1:
+            session.rollback()
+            current = session.get(Cluster, cluster.id, populate_existing=True)
+            if current is not None and current.active_operation_id:
+                raise Conflict(
+                    f"Cluster {cluster.id} is busy with request {current.active_operation_id}",
+                    request_id=current.active_operation_id,
+                )
+            state = current.service_state if current else "unknown"
+            raise Conflict(f"Cluster {cluster.id} is {state}: {kind} is not allowed in that state")
+        session.refresh(cluster)
+    session.add(operation)
+    session.flush()
+    return operation
+
+
+def expected_tasks(session: Session, playbook: str) -> int | None:
+    """Progress denominator: the task count of the last successful run of the same playbook."""
+    return session.scalar(
+        select(Operation.tasks_done)
+        .where(Operation.playbook == playbook, Operation.state == SUCCESS)
+        .order_by(Operation.finished_at.desc())
+        .limit(1)
+    )
+
+
+def release_cluster(session: Session, operation: Operation) -> None:
+    if operation.cluster_id:
+        session.execute(
+            update(Cluster)
+            .where(Cluster.id == operation.cluster_id, Cluster.active_operation_id == operation.id)
+            .values(active_operation_id=None)
+        )
+
+
+def finish(session: Session, operation: Operation, state: str, *, error: str | None = None,
+           result: dict | None = None) -> None:
+    operation.state = state
+    operation.error = error
+    if result is not None:
+        operation.result = result
+    operation.finished_at = utcnow()
+    release_cluster(session, operation)

@@ -1,0 +1,129 @@
+"""Agent facade (agent seed): one configured default instance at /service/postgresql.
+
+Start, stop, restart and configure are synchronous here: the call waits for the operation's
+job and answers the status. Preconditions are the service layer's (start from stopped or error,
+stop and restart from started), rendered as 409 {"error": "..."}.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from api import operations as ops
+from api.context import Context
+from api.deps import current_account, get_context
+from api.errors import NotFound, ServiceError
+from api.services import clusters as service
+from api.services import requests as requests_service
+from api.store.models import Account, Cluster
+
+router = APIRouter(prefix="/service/postgresql", tags=["agent facade"])
+
+AGENT_STATES = {
+    service.RUNNING: "started", service.STOPPED: "stopped", service.ERROR: "error",
+    # In-between states answer what the service still is until the operation ends.
+    service.RESTARTING: "started", service.STOPPING: "started", service.STARTING: "stopped",
+    service.CREATING: "stopped", service.TERMINATING: "stopped", service.TERMINATED: "stopped",
+}
+
+
+class AgentStatus(BaseModel):
+    state: str
+    databases: list[str]
+
+
+class AgentError(BaseModel):
+    error: str
+
+
+class CreateAdmin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1, max_length=63)
+    password: SecretStr = Field(min_length=1)
+
+
+class ConfigureRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    create_admin: CreateAdmin | None = None
+
+
+def _cluster(ctx: Context, actor: Account) -> Cluster:
+    name = ctx.settings.agent_instance
+    cluster = service.find_cluster_by_name(ctx, name) if name else None
+    if cluster is None:
+        raise NotFound("no default instance is configured (PGDBAAS_AGENT_INSTANCE)")
+    return service.get_cluster(ctx, actor, cluster.id)
+
+
+def _status(cluster: Cluster) -> AgentStatus:
+    databases = [d["name"] for d in cluster.observed.get("databases", []) if isinstance(d, dict)]
+    return AgentStatus(state=AGENT_STATES.get(cluster.service_state, "error"), databases=databases)
+
+
+def _error(exc: ServiceError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+
+def _run(ctx: Context, actor: Account, start) -> tuple[Cluster, str | None]:
+    """Run one operation to its end; the error text when it did not succeed."""
+    cluster = _cluster(ctx, actor)
+    operation = start(ctx, actor, cluster.id)
+    ctx.executor.wait(operation.id)
+    operation = requests_service.get_request(ctx, actor, operation.id)
+    cluster = service.get_cluster(ctx, actor, cluster.id)
+    return cluster, None if operation.state == ops.SUCCESS else (operation.error or operation.state)
+
+
+@router.get("/status", response_model=AgentStatus, responses={404: {"model": AgentError}})
+def agent_status(ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    try:
+        return _status(_cluster(ctx, actor))
+    except ServiceError as exc:
+        return _error(exc)
+
+
+def _action(ctx: Context, actor: Account, start):
+    try:
+        cluster, error = _run(ctx, actor, start)
+    except ServiceError as exc:
+        return _error(exc)
+    if error:
+        return JSONResponse({"error": error}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return _status(cluster)
+
+
+RESPONSES = {409: {"model": AgentError}, 404: {"model": AgentError}, 500: {"model": AgentError}}
+
+
+@router.post("/start", response_model=AgentStatus, responses=RESPONSES)
+def agent_start(ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return _action(ctx, actor, service.start)
+
+
+@router.post("/stop", response_model=AgentStatus, responses=RESPONSES)
+def agent_stop(ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return _action(ctx, actor, service.stop)
+
+
+@router.post("/restart", response_model=AgentStatus, responses=RESPONSES)
+def agent_restart(ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return _action(ctx, actor, service.restart)
+
+
+@router.post("/configure", status_code=status.HTTP_204_NO_CONTENT,
+             responses={**RESPONSES, 204: {"description": "done; the body is empty"}})
+def agent_configure(body: ConfigureRequest, ctx: Context = Depends(get_context),
+                    actor: Account = Depends(current_account)):
+    if body.create_admin is None:
+        return JSONResponse({"error": "one command is required: create_admin"}, status_code=400)
+    admin = body.create_admin
+    try:
+        _, error = _run(ctx, actor, lambda c, a, cid: service.create_admin(
+            c, a, cid, admin.user, admin.password.get_secret_value()))
+    except ServiceError as exc:
+        return _error(exc)
+    if error:
+        code = status.HTTP_409_CONFLICT if error == "The user already exists" else 500
+        return JSONResponse({"error": error}, status_code=code)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,239 @@
+"""ITCare dialect: /itcare/databases/postgresql, over the same service layer and cluster ids as /v1.
+
+Fields with no meaning on self-managed hosts (serviceId, networkId, area, az, trigram, cloudId,
+...) are accepted and kept on the cluster record. The admin user that `admPassword` is for is
+named `admin` (CREATEDB CREATEROLE, see dbaas.postgresql.admin).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Body, Depends, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from api import catalog, operations as ops
+from api.context import Context
+from api.deps import current_account, get_context
+from api.errors import ServiceError
+from api.services import clusters as service
+from api.services import requests as requests_service
+from api.store.models import Account, Cluster, Operation
+
+router = APIRouter(prefix="/itcare/databases/postgresql", tags=["itcare"])
+
+ADMIN_USER = "admin"
+PATCH_OPERATIONS = {"start": service.start, "stop": service.stop}
+ASYNC_STATUS = {ops.QUEUED: "IN_PROGRESS", ops.IN_PROGRESS: "IN_PROGRESS", ops.SUCCESS: "SUCCESS",
+                ops.ERROR: "ERROR", ops.CANCELED: "ERROR"}
+INSTANCE_STATUS = {service.RUNNING: "ACTIVE", service.TERMINATED: "DELETED"}
+KEPT_FIELDS = ("serviceId", "networkId", "area", "az", "trigram", "cloudId", "region", "regulation", "platform",
+               "prefix", "nodePrefix", "tls", "backupEnabled", "dbBackupPolicyId", "serverBackupPolicyId",
+               "monitoringEnabled", "monitoringAlerting", "onCallSupervision", "replicationEnabled",
+               "noBackupProdReason", "noMonitoringProdReason", "noReplicationProdReason", "diskSize",
+               "allowedReplicationLag")
+
+
+class CreateInstance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="5-60 lowercase letters or digits, not 'cluster' (upper case is folded)")
+    admPassword: str = Field(description="12+ characters with a lowercase, an uppercase, a digit and a special")
+    nodeSizing: str = Field(description="e.g. 2cpu4gb")
+    diskSize: int = Field(description="GB, 40-1024")
+    postgreVersion: str = Field(description="a major of GET /v1/engine-versions")
+    topology: str = "STANDALONE"
+    allowedReplicationLag: int | None = Field(default=None, description="MB, 1-10240")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.lower()
+        if not re.fullmatch(r"[a-z0-9]{5,60}", value):
+            raise ValueError("must be 5 to 60 lowercase letters or digits")
+        if value == "cluster":
+            raise ValueError("must not be the keyword 'cluster'")
+        return value
+
+    @field_validator("admPassword")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        if len(value) < 12 or not re.search(r"[a-z]", value) or not re.search(r"[A-Z]", value) \
+                or not re.search(r"[0-9]", value) or not re.search(r"[^A-Za-z0-9]", value):
+            raise ValueError("must be at least 12 characters with one lowercase, one uppercase, one digit and "
+                             "one special character")
+        return value
+
+    @field_validator("diskSize")
+    @classmethod
+    def _disk(cls, value: int) -> int:
+        if not 40 <= value <= 1024:
+            raise ValueError("must be between 40 and 1024 (GB)")
+        return value
+
+    @field_validator("nodeSizing")
+    @classmethod
+    def _sizing(cls, value: str) -> str:
+        if not service.SIZING_RE.match(value):
+            raise ValueError("must look like 2cpu4gb")
+        return value
+
+    @field_validator("topology")
+    @classmethod
+    def _topology(cls, value: str) -> str:
+        if value.upper() != "STANDALONE":
+            raise ValueError("must be STANDALONE (HA is not available yet)")
+        return "STANDALONE"
+
+    @field_validator("allowedReplicationLag")
+    @classmethod
+    def _lag(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= 10240:
+            raise ValueError("must be between 1 and 10240 (MB)")
+        return value
+
+
+class AsyncBody(BaseModel):
+    family: str = "DATABASE"
+    id: str
+    internalId: str | None
+    lastUpdatedAt: datetime
+    message: str
+    process: str
+    resourceName: str
+    resourceType: str = "POSTGRESQL"
+    status: str
+
+
+class Instance(BaseModel):
+    id: str
+    name: str
+    label: str
+    status: str
+    version: str
+    productVersion: str
+    technology: str = "PostgreSQL"
+    nodeCount: int
+    instanceCount: int
+    topology: str
+    nodeSizing: str
+    cpu: int | None
+    ram: int | None
+    storage: int | None
+    ipAddress: str
+    url: str
+    creationTime: str
+    creationUser: str
+    resourceType: str = "POSTGRESQL"
+    lastRequestId: str | None = None
+    lastRequestStatus: str | None = None
+    serviceId: int | None = None
+    networkId: int | None = None
+    area: str | None = None
+    trigram: str | None = None
+    allowedReplicationLag: int | None = None
+
+
+def bad_request(message: str, field: str | None = None, errors: list | None = None) -> JSONResponse:
+    return JSONResponse(status_code=400, content={
+        "status": 400, "error": "Bad Request", "message": message, "field": field, "errors": errors or []})
+
+
+def _render_async(cluster: Cluster, operation: Operation, process: str) -> AsyncBody:
+    return AsyncBody(id=operation.id, internalId=cluster.id, status=ASYNC_STATUS[operation.state],
+                     lastUpdatedAt=operation.finished_at or operation.started_at or operation.created_at,
+                     message=operation.error or f"{process} {ASYNC_STATUS[operation.state].lower()}",
+                     process=process, resourceName=cluster.name)
+
+
+def _accepted(cluster: Cluster, operation: Operation, process: str) -> JSONResponse:
+    body = _render_async(cluster, operation, process)
+    return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=body.model_dump(mode="json"))
+
+
+def _service_error(exc: ServiceError) -> JSONResponse:
+    if exc.status_code == 400:
+        return bad_request(exc.message, exc.field)
+    return JSONResponse(status_code=exc.status_code, content={"status": exc.status_code, "message": exc.message})
+
+
+@router.post("", status_code=202, response_model=AsyncBody, summary="Create a PostgreSQL instance",
+             responses={400: {"description": "a field breaks a rule; nothing is created"}})
+def create_instance(body: dict = Body(...), ctx: Context = Depends(get_context),
+                    actor: Account = Depends(current_account)):
+    try:
+        request = CreateInstance.model_validate(body)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
+                   "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
+        return bad_request("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors[0]["field"], errors)
+    if catalog.find(ctx.settings, request.postgreVersion) is None:
+        majors = ", ".join(v.major for v in catalog.engine_versions(ctx.settings))
+        return bad_request(f"postgreVersion: must be one of {majors}", "postgreVersion")
+    kept = {key: value for key, value in body.items() if key in KEPT_FIELDS}
+    spec = service.ClusterSpec(name=request.name, engine_version=request.postgreVersion,
+                               user_name=ADMIN_USER, user_password=request.admPassword, sizing=request.nodeSizing,
+                               dialect_fields={"itcare": kept})
+    try:
+        cluster, operation = service.create_cluster(ctx, actor, spec)
+    except ServiceError as exc:
+        return _service_error(exc)
+    return _accepted(cluster, operation, "CREATE_POSTGRESQL")
+
+
+@router.get("/{instance_id}", response_model=Instance, summary="Get a PostgreSQL instance")
+def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    try:
+        cluster = service.get_cluster(ctx, actor, instance_id)
+    except ServiceError as exc:
+        return _service_error(exc)
+    kept = cluster.dialect_fields.get("itcare", {})
+    sizing = service.SIZING_RE.match(cluster.settings.get("sizing", ""))
+    member = cluster.members[0] if cluster.members else None
+    address = ctx.hosts.hosts[member.host].address if member and member.host in ctx.hosts.hosts else ""
+    last = _last_request(ctx, actor, cluster.id)
+    return Instance(
+        id=cluster.id, name=cluster.name, label=cluster.name,
+        status=INSTANCE_STATUS.get(cluster.service_state, cluster.service_state),
+        version=cluster.major_version, productVersion=cluster.software_version,
+        nodeCount=len(cluster.members), instanceCount=len(cluster.members), topology=cluster.topology,
+        nodeSizing=cluster.settings.get("sizing", ""), cpu=int(sizing.group(1)) if sizing else None,
+        ram=int(sizing.group(2)) if sizing else None, storage=kept.get("diskSize"), ipAddress=address,
+        url=f"postgresql://{address}:{member.port}/postgres" if member else "",
+        creationTime=cluster.created_at.replace(tzinfo=timezone.utc).isoformat(), creationUser=cluster.created_by,
+        lastRequestId=last.id if last else None, lastRequestStatus=ASYNC_STATUS[last.state] if last else None,
+        **{k: kept.get(k) for k in ("serviceId", "networkId", "area", "trigram", "allowedReplicationLag")},
+    )
+
+
+def _last_request(ctx: Context, actor: Account, cluster_id: str) -> Operation | None:
+    rows, _ = requests_service.list_requests(ctx, actor, cluster_id=cluster_id, size=1)
+    return rows[0] if rows else None
+
+
+@router.delete("/{instance_id}", status_code=202, response_model=AsyncBody, summary="Delete a PostgreSQL instance")
+def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    try:
+        cluster = service.get_cluster(ctx, actor, instance_id)
+        operation = service.terminate(ctx, actor, instance_id)
+    except ServiceError as exc:
+        return _service_error(exc)
+    return _accepted(cluster, operation, "DELETE_POSTGRESQL")
+
+
+@router.patch("/{instance_id}", status_code=202, response_model=AsyncBody,
+              summary="Performs update state actions (operation: start | stop)")
+def patch_instance(instance_id: str, body: dict = Body(..., examples=[{"operation": "start"}]),
+                   ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    operation_name = body.get("operation") if isinstance(body, dict) else None
+    if operation_name not in PATCH_OPERATIONS:
+        supported = ", ".join(sorted(PATCH_OPERATIONS))
+        return bad_request(f"operation: unknown operation {operation_name!r}; supported operations: {supported}",
+                           "operation")
+    try:
+        cluster = service.get_cluster(ctx, actor, instance_id)
+        operation = PATCH_OPERATIONS[operation_name](ctx, actor, instance_id)
+    except ServiceError as exc:
+        return _service_error(exc)
+    return _accepted(cluster, operation, f"{operation_name.upper()}_POSTGRESQL")

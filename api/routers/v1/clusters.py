@@ -1,0 +1,112 @@
+"""/v1/clusters: create, list, show, start, stop, restart, terminate."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, status
+
+from api.context import Context
+from api.deps import current_account, get_context
+from api.routers.v1.models import (AsyncResponse, ClusterCreateRequest, ClusterDetail, ClusterPage,
+                                   ClusterSummary, InitConfigOptionOut, InstanceGroupOut, InstanceOut)
+from api.services import clusters as service
+from api.store.models import Account, Cluster, Operation
+
+router = APIRouter(prefix="/clusters", tags=["clusters"])
+ACCEPTED = {"status_code": status.HTTP_202_ACCEPTED, "response_model": AsyncResponse}
+
+
+def accepted(cluster_id: str, operation: Operation) -> AsyncResponse:
+    return AsyncResponse(request_id=operation.id, resource={"id": cluster_id})
+
+
+def summary(cluster: Cluster) -> ClusterSummary:
+    return ClusterSummary(
+        account_id=cluster.owner_id, created_at=cluster.created_at, created_by=cluster.created_by,
+        database_name=cluster.database_name, ha_enabled=cluster.topology == "HA", id=cluster.id,
+        instance_count=len(cluster.members), modified_at=cluster.modified_at, modified_by=cluster.modified_by,
+        name=cluster.name, service_state=cluster.service_state,
+    )
+
+
+def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
+    settings = cluster.settings
+    instances = [
+        InstanceOut(name=m.name, host=m.host, port=m.port, role_type=m.role_type,
+                    service_ip_address=ctx.hosts.hosts[m.host].address if m.host in ctx.hosts.hosts else m.host,
+                    service_state=m.service_state, data_directory=m.data_directory)
+        for m in cluster.members
+    ]
+    return ClusterDetail(
+        **summary(cluster).model_dump(exclude={"instance_count"}),
+        instance_count=len(instances),
+        allowable_ip_addresses=settings.get("allowable_ip_addresses", []),
+        dbaas_engine_version_id=cluster.engine_version_id,
+        dbaas_engine_version_name=f"PostgreSQL {cluster.software_version}",
+        init_config_option=InitConfigOptionOut(
+            database_encoding=settings.get("encoding", ""), database_locale=settings.get("locale", ""),
+            database_name=cluster.database_name, database_port=settings.get("port"),
+            database_user_name=settings.get("database_user_name", ""),
+        ),
+        instance_groups=[InstanceGroupOut(id=cluster.id, role_type="ACTIVE",
+                                          server_type_name=settings.get("sizing", ""), instances=instances)],
+        software_version=cluster.software_version, tags=cluster.tags, timezone=settings.get("timezone", ""),
+        active_request_id=cluster.active_operation_id,
+        databases=[d["name"] for d in cluster.observed.get("databases", []) if isinstance(d, dict)],
+        size_bytes=cluster.observed.get("size_bytes"),
+    )
+
+
+@router.post("", **ACCEPTED, summary="Create Cluster")
+def create_cluster(body: ClusterCreateRequest, ctx: Context = Depends(get_context),
+                   actor: Account = Depends(current_account)):
+    init = body.init_config_option
+    group = body.instance_groups[0] if body.instance_groups else None
+    spec = service.ClusterSpec(
+        name=body.name, engine_version=body.dbaas_engine_version_id, port=init.database_port,
+        database_name=init.database_name, user_name=init.database_user_name,
+        user_password=init.database_user_password.get_secret_value(), encoding=init.database_encoding,
+        locale=init.database_locale, sizing=group.server_type_name if group else service.DEFAULT_SIZING,
+        allowed_cidrs=body.allowable_ip_addresses, tags=body.tags, timezone=body.timezone,
+    )
+    cluster, operation = service.create_cluster(ctx, actor, spec)
+    return accepted(cluster.id, operation)
+
+
+@router.get("", response_model=ClusterPage, summary="List Clusters")
+def list_clusters(size: int = Query(20, ge=1, le=1000), page: int = Query(0, ge=0), sort: str = "name:asc",
+                  name: str | None = None, service_state: str | None = None, database_name: str | None = None,
+                  ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    rows, count = service.list_clusters(ctx, actor, page=page, size=size, sort=sort, name=name,
+                                        service_state=service_state, database_name=database_name)
+    return ClusterPage(contents=[summary(c) for c in rows], count=count, page=page, size=size, sort=[sort])
+
+
+@router.get("/{cluster_id}", response_model=ClusterDetail, summary="Show Cluster")
+def show_cluster(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return detail(ctx, service.get_cluster(ctx, actor, cluster_id))
+
+
+@router.post("/{cluster_id}/start", **ACCEPTED, summary="Start Cluster")
+def start_cluster(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return accepted(cluster_id, service.start(ctx, actor, cluster_id))
+
+
+@router.post("/{cluster_id}/stop", **ACCEPTED, summary="Stop Cluster")
+def stop_cluster(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return accepted(cluster_id, service.stop(ctx, actor, cluster_id))
+
+
+@router.post("/{cluster_id}/restart", **ACCEPTED, summary="Restart Cluster")
+def restart_cluster(cluster_id: str, ctx: Context = Depends(get_context),
+                    actor: Account = Depends(current_account)):
+    return accepted(cluster_id, service.restart(ctx, actor, cluster_id))
+
+
+@router.post("/{cluster_id}/sync-state", **ACCEPTED, summary="Sync Cluster State (observe it again)")
+def sync_state(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    return accepted(cluster_id, service.observe(ctx, actor, cluster_id))
+
+
+@router.delete("/{cluster_id}", **ACCEPTED, summary="Terminate Cluster")
+def terminate_cluster(cluster_id: str, ctx: Context = Depends(get_context),
+                      actor: Account = Depends(current_account)):
+    return accepted(cluster_id, service.terminate(ctx, actor, cluster_id))

@@ -1,0 +1,235 @@
+"""Request and response bodies of the /v1 dialect (field names from the SCP seed)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr
+
+# The store keeps naive UTC; the API shows it as the seed does: 2024-05-17T00:23:17Z.
+Timestamp = Annotated[datetime, PlainSerializer(
+    lambda value: value.replace(tzinfo=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    return_type=str)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class BackupOption(Strict):
+    archive_frequency_minute: str | None = None
+    retention_period_day: str | None = None
+    starting_time_hour: str | None = None
+
+
+class InitConfigOption(Strict):
+    audit_enabled: bool = False
+    backup_option: BackupOption | None = None
+    database_encoding: str = "UTF-8"
+    database_locale: str = "C.UTF-8"
+    database_name: str = Field(min_length=1, max_length=63)
+    database_port: int | None = Field(default=None, ge=1024, le=65535)
+    database_user_name: str = Field(min_length=1, max_length=63)
+    database_user_password: SecretStr = Field(min_length=8, max_length=128)
+
+
+class BlockStorageGroup(Strict):
+    role_type: str | None = None
+    size_gb: int | None = None
+    volume_type: str | None = None
+
+
+class InstanceRequest(Strict):
+    public_ip_id: str | None = None
+    role_type: str | None = "ACTIVE"
+    service_ip_address: str | None = None
+
+
+class InstanceGroupRequest(Strict):
+    block_storage_groups: list[BlockStorageGroup] = []
+    instances: list[InstanceRequest] = []
+    role_type: str | None = "ACTIVE"
+    server_type_name: str = Field(default="2cpu4gb", description="sizing, e.g. 2cpu4gb")
+
+
+class MaintenanceOption(Strict):
+    period_hour: str | None = None
+    starting_day_of_week: str | None = None
+    starting_time: str | None = None
+
+
+class ClusterCreateRequest(Strict):
+    name: str = Field(min_length=3, max_length=63)
+    dbaas_engine_version_id: str = Field(default="", description="id from GET /v1/engine-versions; empty: default")
+    ha_enabled: bool = False
+    init_config_option: InitConfigOption
+    instance_groups: list[InstanceGroupRequest] = Field(default_factory=lambda: [InstanceGroupRequest()])
+    allowable_ip_addresses: list[str] = []
+    instance_name_prefix: str | None = None
+    maintenance_option: MaintenanceOption | None = None
+    nat_enabled: bool = False
+    origin_cluster_id: str | None = None
+    subnet_id: str | None = None
+    tags: list = []
+    timezone: str = ""
+    vip_public_ip_id: str | None = None
+    virtual_ip_address: str | None = None
+
+
+class AsyncResource(BaseModel):
+    id: str
+
+
+class AsyncResponse(BaseModel):
+    request_id: str
+    resource: AsyncResource
+
+
+class ClusterSummary(BaseModel):
+    account_id: str
+    created_at: Timestamp
+    created_by: str
+    database_name: str
+    ha_enabled: bool
+    id: str
+    instance_count: int
+    modified_at: Timestamp
+    modified_by: str
+    name: str
+    role_type: str = "ORIGIN"
+    service_state: str
+
+
+class ClusterPage(BaseModel):
+    contents: list[ClusterSummary]
+    count: int
+    page: int
+    size: int
+    sort: list[str]
+
+
+class InitConfigOptionOut(BaseModel):
+    audit_enabled: bool = False
+    database_encoding: str
+    database_locale: str
+    database_name: str
+    database_port: int | None
+    database_user_name: str
+
+
+class InstanceOut(BaseModel):
+    name: str
+    host: str
+    port: int
+    role_type: str
+    service_ip_address: str
+    service_state: str
+    data_directory: str
+
+
+class InstanceGroupOut(BaseModel):
+    id: str
+    role_type: str
+    server_type_name: str
+    instances: list[InstanceOut]
+
+
+class ClusterDetail(BaseModel):
+    account_id: str
+    allowable_ip_addresses: list[str]
+    created_at: Timestamp
+    created_by: str
+    dbaas_engine: str = "PostgreSQL Community"
+    dbaas_engine_version_id: str
+    dbaas_engine_version_name: str
+    ha_enabled: bool
+    id: str
+    init_config_option: InitConfigOptionOut
+    instance_count: int
+    instance_groups: list[InstanceGroupOut]
+    modified_at: Timestamp
+    modified_by: str
+    name: str
+    product_image_type: str = "PostgreSQL Community"
+    role_type: str = "ORIGIN"
+    service_state: str
+    software_version: str
+    tags: list
+    timezone: str
+    active_request_id: str | None
+    databases: list[str]
+    size_bytes: int | None
+
+
+class Progress(BaseModel):
+    tasks_done: int
+    tasks_total: int | None
+
+
+class RequestState(BaseModel):
+    request_id: str
+    state: str
+    operation: str
+    cluster_id: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    progress: Progress
+    message: str | None = None
+
+
+class RequestPage(BaseModel):
+    contents: list[RequestState]
+    count: int
+    page: int
+    size: int
+
+
+class RequestEvent(BaseModel):
+    id: int
+    counter: int
+    event: str
+    host: str | None
+    task: str | None
+    status: str | None
+    message: str | None
+    created_at: Timestamp
+
+
+class EngineVersionOut(BaseModel):
+    end_of_service: bool
+    id: str
+    major_version: str
+    name: str
+    os_type: str = "Linux"
+    os_version: str
+    product_image_type: str = "PostgreSQL Community"
+    software_version: str
+    install_source: str
+
+
+class EngineVersionList(BaseModel):
+    contents: list[EngineVersionOut]
+
+
+class AccountCreate(Strict):
+    name: str = Field(min_length=2, max_length=64)
+    password: SecretStr = Field(min_length=8)
+    role: str = Field(default="user", pattern="^(admin|user)$")
+
+
+class AccountOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: Timestamp
+
+
+class AccountList(BaseModel):
+    contents: list[AccountOut]
+    count: int
+
+
+class TokenOut(BaseModel):
+    token: str
+    token_type: str = "bearer"

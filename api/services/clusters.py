@@ -1,0 +1,328 @@
+"""Cluster lifecycle: create, observe, start, stop, restart, terminate, create_admin.
+
+Each function owns its operation's rules (preconditions, playbook, extra-vars, what the result
+changes) and is shared by every dialect: /v1, the agent facade and ITCare call the same code.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api import catalog
+from api import operations as ops
+from api.context import Context
+from api.errors import Conflict, Invalid, NotFound
+from api.executor import Job, Outcome
+from api.store.models import Account, Cluster, Member, Operation
+
+CREATING, RUNNING, STARTING, STOPPING, STOPPED = "CREATING", "RUNNING", "STARTING", "STOPPING", "STOPPED"
+RESTARTING, TERMINATING, TERMINATED, ERROR = "RESTARTING", "TERMINATING", "TERMINATED", "ERROR"
+TRANSITIONAL = (CREATING, STARTING, STOPPING, RESTARTING, TERMINATING)
+SERVICE_STATES = (CREATING, RUNNING, STARTING, STOPPING, STOPPED, RESTARTING, TERMINATING, TERMINATED, ERROR)
+# What the info module reports, mapped to service_state.
+OBSERVED_STATES = {"started": RUNNING, "stopped": STOPPED, "error": ERROR}
+
+CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{2,62}$")
+SQL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+SIZING_RE = re.compile(r"^([1-9][0-9]?)cpu([1-9][0-9]{0,3})gb$")
+LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ENCODINGS = ("UTF8", "LATIN1", "LATIN9", "SQL_ASCII", "WIN1252", "EUC_JP", "EUC_KR")
+RESERVED_ROLES = ("postgres", "public", "none")
+DEFAULT_SIZING = "2cpu4gb"
+
+
+@dataclass
+class ClusterSpec:
+    """A new cluster, as every dialect describes it (validated by `create_cluster`)."""
+
+    name: str
+    engine_version: str = ""
+    port: int | None = None
+    database_name: str = ""
+    user_name: str = ""
+    user_password: str = ""
+    encoding: str = "UTF8"
+    locale: str = "C.UTF-8"
+    sizing: str = DEFAULT_SIZING
+    allowed_cidrs: list[str] = field(default_factory=list)
+    tags: list = field(default_factory=list)
+    timezone: str = ""
+    host_group: str | None = None
+    dialect_fields: dict = field(default_factory=dict)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _visible(statement, actor: Account):
+    return statement if actor.role == "admin" else statement.where(Cluster.owner_id == actor.id)
+
+
+def get_cluster(ctx: Context, actor: Account, cluster_id: str, session: Session | None = None) -> Cluster:
+    def load(s: Session) -> Cluster:
+        cluster = s.scalar(_visible(select(Cluster).where(Cluster.id == cluster_id), actor))
+        if cluster is None:
+            raise NotFound(f"cluster {cluster_id} not found")
+        return cluster
+
+    if session is not None:
+        return load(session)
+    with ctx.sessions() as s:
+        return load(s)
+
+
+def find_cluster_by_name(ctx: Context, name: str) -> Cluster | None:
+    with ctx.sessions() as session:
+        return session.scalar(select(Cluster).where(Cluster.name == name, Cluster.service_state != TERMINATED)
+                              .order_by(Cluster.created_at.desc()).limit(1))
+
+
+SORTABLE = {"name": Cluster.name, "created_at": Cluster.created_at, "modified_at": Cluster.modified_at,
+            "service_state": Cluster.service_state}
+
+
+def list_clusters(ctx: Context, actor: Account, *, page: int = 0, size: int = 20, sort: str = "name:asc",
+                  name: str | None = None, service_state: str | None = None,
+                  database_name: str | None = None) -> tuple[list[Cluster], int]:
+    column_name, _, direction = sort.partition(":")
+    if column_name not in SORTABLE or direction not in ("", "asc", "desc"):
+        raise Invalid(f"sort must be one of {', '.join(SORTABLE)} with :asc or :desc", field="sort")
+    if service_state and service_state not in SERVICE_STATES:
+        raise Invalid(f"service_state must be one of {', '.join(SERVICE_STATES)}", field="service_state")
+    statement = _visible(select(Cluster), actor)
+    if name:
+        statement = statement.where(Cluster.name.contains(name))
+    if service_state:
+        statement = statement.where(Cluster.service_state == service_state)
+    if database_name:
+        statement = statement.where(Cluster.database_name == database_name)
+    column = SORTABLE[column_name]
+    with ctx.sessions() as session:
+        count = session.scalar(select(func.count()).select_from(statement.subquery()))
+        rows = session.scalars(statement.order_by(column.desc() if direction == "desc" else column.asc())
+                               .offset(page * size).limit(size))
+        return list(rows), count
+
+
+# -- creating --------------------------------------------------------------------------------
+def _validate(ctx: Context, spec: ClusterSpec) -> catalog.EngineVersion:
+    if not CLUSTER_NAME_RE.match(spec.name):
+        raise Invalid("name must be 3-63 characters: lowercase letters, digits, _ or -, starting with a letter",
+                      field="name")
+    version = catalog.find(ctx.settings, spec.engine_version or ctx.settings.default_version)
+    if version is None:
+        known = ", ".join(v.id for v in catalog.engine_versions(ctx.settings))
+        raise Invalid(f"unknown engine version {spec.engine_version!r}; this installation offers {known}",
+                      field="dbaas_engine_version_id")
+    if spec.database_name and not SQL_NAME_RE.match(spec.database_name):
+        raise Invalid("database_name must be 1-63 characters: letters, digits or _, not starting with a digit",
+                      field="database_name")
+    if spec.user_name or spec.user_password or spec.database_name:
+        if not SQL_NAME_RE.match(spec.user_name or "") or spec.user_name.lower() in RESERVED_ROLES \
+                or spec.user_name.lower().startswith("pg_"):
+            raise Invalid("database_user_name must be 1-63 characters: letters, digits or _; not postgres or pg_*",
+                          field="database_user_name")
+        if len(spec.user_password) < 8:
+            raise Invalid("database_user_password must be at least 8 characters", field="database_user_password")
+    encoding = spec.encoding.upper().replace("-", "")
+    if encoding not in ENCODINGS:
+        raise Invalid(f"database_encoding must be one of {', '.join(ENCODINGS)}", field="database_encoding")
+    spec.encoding = encoding
+    if not LOCALE_RE.match(spec.locale):
+        raise Invalid("database_locale must look like C, C.UTF-8 or en_US.UTF-8", field="database_locale")
+    if not SIZING_RE.match(spec.sizing):
+        raise Invalid("server_type_name must look like 2cpu4gb", field="server_type_name")
+    for cidr in spec.allowed_cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise Invalid(f"{cidr!r} is not an IP address or CIDR", field="allowable_ip_addresses") from exc
+    if spec.timezone:
+        try:
+            zoneinfo.ZoneInfo(spec.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise Invalid(f"unknown timezone {spec.timezone!r}", field="timezone") from exc
+    if spec.port is not None and spec.port not in range(1024, 65536):
+        raise Invalid("database_port must be within 1024-65535", field="database_port")
+    return version
+
+
+def _hba_entries(spec: ClusterSpec) -> list[dict]:
+    entries = [
+        {"type": "local", "database": "all", "user": "all", "method": "scram-sha-256"},
+        {"type": "host", "database": "all", "user": "all", "address": "127.0.0.1/32", "method": "scram-sha-256"},
+        {"type": "host", "database": "all", "user": "all", "address": "::1/128", "method": "scram-sha-256"},
+    ]
+    for cidr in spec.allowed_cidrs:
+        network = str(ipaddress.ip_network(cidr, strict=False))
+        entries.append({"type": "host", "database": "all", "user": "all", "address": network,
+                        "method": "scram-sha-256"})
+    return entries
+
+
+def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec) -> tuple[Cluster, Operation]:
+    version = _validate(ctx, spec)
+    with ctx.sessions.begin() as session:
+        if session.scalar(select(Cluster.id).where(Cluster.name == spec.name, Cluster.service_state != TERMINATED)):
+            raise Conflict(f"a cluster named {spec.name!r} already exists", field="name")
+        if spec.port is not None:
+            host = min(ctx.hosts.hosts.values(), key=lambda h: h.name) if spec.host_group is None else \
+                ctx.hosts.place(session, ctx.settings.ports, spec.host_group)[0]
+            if ctx.hosts.port_in_use(session, host, spec.port):
+                raise Conflict(f"port {spec.port} is already in use on {host.name}", field="database_port")
+            port = spec.port
+        else:
+            host, port = ctx.hosts.place(session, ctx.settings.ports, spec.host_group)
+        settings = {
+            "sizing": spec.sizing, "encoding": spec.encoding, "locale": spec.locale,
+            "allowable_ip_addresses": spec.allowed_cidrs, "timezone": spec.timezone,
+            "database_user_name": spec.user_name, "port": port,
+        }
+        cluster = Cluster(
+            name=spec.name, owner_id=actor.id, engine_version_id=version.id, major_version=version.major,
+            software_version=version.software_version, service_state=CREATING, database_name=spec.database_name,
+            settings=settings, tags=spec.tags, dialect_fields=spec.dialect_fields,
+            created_by=actor.id, modified_by=actor.id,
+        )
+        cluster.members.append(Member(name=spec.name, host=host.name, port=port, role_type="ACTIVE",
+                                      service_state=CREATING))
+        session.add(cluster)
+        session.flush()
+        extravars = {
+            "pg_install_method": version.source,
+            "pg_sizing": spec.sizing, "pg_locale": spec.locale, "pg_encoding": spec.encoding,
+            "pg_listen_addresses": "*" if spec.allowed_cidrs else "localhost",
+            "pg_hba_entries": _hba_entries(spec),
+        }
+        if version.source == "binaries":
+            extravars["pg_binaries_source"] = version.path
+        if spec.timezone:
+            extravars["pg_timezone"] = spec.timezone
+        if spec.user_name:
+            extravars["pg_admin_user"] = spec.user_name
+        if spec.database_name:
+            extravars["pg_database"] = spec.database_name
+        secrets = {"pg_admin_password": spec.user_password} if spec.user_name else {}
+        operation = _submit(ctx, session, cluster, actor, "create", "provision.yml", extravars, secrets)
+    return cluster, operation
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+LIFECYCLE = {
+    # kind: (playbook, allowed states, transitional state)
+    "start": ("start.yml", (STOPPED, ERROR), STARTING),
+    "stop": ("stop.yml", (RUNNING,), STOPPING),
+    "restart": ("restart.yml", (RUNNING,), RESTARTING),
+    "terminate": ("terminate.yml", (RUNNING, STOPPED, ERROR, CREATING), TERMINATING),
+    "observe": ("status.yml", None, None),
+    # The agent seed's "on boot": bring the instance up whatever the record says.
+    "boot": ("start.yml", None, STARTING),
+}
+
+
+def start(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    return _lifecycle(ctx, actor, cluster_id, "start")
+
+
+def stop(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    return _lifecycle(ctx, actor, cluster_id, "stop")
+
+
+def restart(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    return _lifecycle(ctx, actor, cluster_id, "restart")
+
+
+def terminate(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    return _lifecycle(ctx, actor, cluster_id, "terminate")
+
+
+def observe(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    """Run the read-only status playbook and record what it saw."""
+    return _lifecycle(ctx, actor, cluster_id, "observe")
+
+
+def boot(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    return _lifecycle(ctx, actor, cluster_id, "boot")
+
+
+def _lifecycle(ctx: Context, actor: Account, cluster_id: str, kind: str) -> Operation:
+    playbook, allowed, transitional = LIFECYCLE[kind]
+    with ctx.sessions.begin() as session:
+        cluster = get_cluster(ctx, actor, cluster_id, session)
+        if cluster.service_state == TERMINATED:
+            raise Conflict(f"cluster {cluster_id} is TERMINATED")
+        extravars = {"pg_terminate_confirm": cluster.members[0].name} if kind == "terminate" else {}
+        return _submit(ctx, session, cluster, actor, kind, playbook, extravars, {},
+                       allowed_states=allowed, transitional_state=transitional)
+
+
+def create_admin(ctx: Context, actor: Account, cluster_id: str, user: str, password: str,
+                 if_exists: str = "fail") -> Operation:
+    if not SQL_NAME_RE.match(user) or user.lower() in RESERVED_ROLES or user.lower().startswith("pg_"):
+        raise Invalid("user must be 1-63 characters: letters, digits or _; not postgres or pg_*", field="user")
+    if not password:
+        raise Invalid("password must not be empty", field="password")
+    if if_exists not in ("fail", "update"):
+        raise Invalid("if_exists must be fail or update", field="if_exists")
+    with ctx.sessions.begin() as session:
+        cluster = get_cluster(ctx, actor, cluster_id, session)
+        return _submit(ctx, session, cluster, actor, "create_admin", "create_admin.yml",
+                       {"pg_admin_user": user, "pg_admin_if_exists": if_exists},
+                       {"pg_admin_password": password}, allowed_states=(RUNNING,))
+
+
+# -- running and finishing ---------------------------------------------------------------------
+def _submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, playbook: str,
+            extravars: dict, secrets: dict, *, allowed_states=None, transitional_state=None) -> Operation:
+    member = cluster.members[0]
+    extravars = {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
+                 **extravars}
+    operation = ops.open_operation(session, kind=kind, playbook=playbook, actor_id=actor.id, cluster=cluster,
+                                   extravars=extravars, allowed_states=allowed_states,
+                                   transitional_state=transitional_state)
+    if transitional_state:
+        for m in cluster.members:
+            m.service_state = transitional_state
+    job = Job(operation_id=operation.id, playbook=playbook,
+              inventory=ctx.hosts.job_inventory([m.host for m in cluster.members], ctx.settings.host_group),
+              extravars=extravars, secrets=secrets, on_finish=_apply_outcome)
+    # Submit once the row is committed, so the worker finds it.
+    session.info.setdefault("after_commit", []).append(lambda: ctx.executor.submit(job))
+    return operation
+
+
+def _apply_outcome(session: Session, operation: Operation, outcome: Outcome) -> None:
+    """Record what the playbook observed; the stable state comes from there, never assumed."""
+    cluster = session.get(Cluster, operation.cluster_id)
+    if cluster is None:
+        return
+    observed_any = False
+    for member in cluster.members:
+        instance = (outcome.stats.get("hosts", {}).get(member.host) or {}).get("instance")
+        if not instance:
+            continue
+        observed_any = True
+        state = OBSERVED_STATES.get(instance.get("state"), ERROR)
+        if instance.get("exists") is False:
+            state = TERMINATED if operation.kind == "terminate" else ERROR
+        member.service_state = state
+        member.data_directory = instance.get("data_directory") or member.data_directory
+        cluster.observed = {k: instance.get(k) for k in ("databases", "roles", "size_bytes", "server_version",
+                                                          "in_recovery", "state") if k in instance}
+        if instance.get("server_version"):
+            cluster.software_version = instance["server_version"]
+    if operation.kind == "terminate" and outcome.ok:
+        cluster.service_state = TERMINATED
+        cluster.members.clear()  # frees host and port for new clusters
+        return
+    if observed_any:
+        states = {m.service_state for m in cluster.members}
+        cluster.service_state = states.pop() if len(states) == 1 else ERROR
+    elif not outcome.ok and (cluster.service_state in TRANSITIONAL or operation.kind == "observe"):
+        # Failed, canceled or unobserved: ERROR until the next observation says otherwise.
+        cluster.service_state = ERROR
+        for member in cluster.members:
+            member.service_state = ERROR

@@ -1,0 +1,127 @@
+"""The API's own records (see docs/architecture.md, "Domain model")."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))  # admin | user
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    # sha256 of the bearer token: the token itself is shown once and never stored.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    engine_version_id: Mapped[str] = mapped_column(String(64))
+    major_version: Mapped[str] = mapped_column(String(8))
+    software_version: Mapped[str] = mapped_column(String(32), default="")
+    topology: Mapped[str] = mapped_column(String(16), default="STANDALONE")
+    service_state: Mapped[str] = mapped_column(String(16), index=True)
+    database_name: Mapped[str] = mapped_column(String(63), default="")
+    # Sizing, locale, encoding, allow list, timezone, initial user name ... (never a password).
+    settings: Mapped[dict] = mapped_column(default=dict)
+    tags: Mapped[list] = mapped_column(default=list)
+    # Fields a dialect keeps that mean nothing on self-managed hosts (ITCare serviceId, area ...).
+    dialect_fields: Mapped[dict] = mapped_column(default=dict)
+    # What the last playbook observed (info module): databases, roles, size, version.
+    observed: Mapped[dict] = mapped_column(default=dict)
+    # The one operation allowed to run on this cluster (per-cluster lock, taken atomically).
+    active_operation_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(32))
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    modified_by: Mapped[str] = mapped_column(String(32))
+
+    members: Mapped[list[Member]] = relationship(
+        back_populates="cluster", cascade="all, delete-orphan", order_by="Member.name", lazy="selectin"
+    )
+
+
+class Member(Base):
+    """One PostgreSQL instance of a cluster on one host (standalone today; HA adds standbys)."""
+
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("host", "port", name="uq_member_host_port"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))  # Debian cluster name on the host
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    role_type: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    service_state: Mapped[str] = mapped_column(String(16))
+    data_directory: Mapped[str] = mapped_column(String(512), default="")
+
+    cluster: Mapped[Cluster] = relationship(back_populates="members")
+
+
+class Operation(Base):
+    """The async request of every dialect: one ansible-runner job."""
+
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True, nullable=True)
+    actor_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    playbook: Mapped[str] = mapped_column(String(64))
+    # Non-secret extra-vars only; secrets live in memory until the job's 0600 vars file.
+    extravars: Mapped[dict] = mapped_column(default=dict)
+    tasks_done: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OperationEvent(Base):
+    """A job's task events, secrets masked, kept in the store so any API node can stream them."""
+
+    __tablename__ = "operation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
+    counter: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    task: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,110 @@
+"""A real pgdbaas API process for tests: uvicorn, SQLite or PostgreSQL store, real playbooks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+FINAL = ("SUCCESS", "ERROR", "CANCELED")
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ApiServer:
+    def __init__(self, data_dir: Path, *, port_range: str, admin_password: str = "Admin-Pass-123",
+                 extra_env: dict | None = None):
+        self.data_dir = data_dir
+        self.listen_port = free_tcp_port()
+        self.admin = ("admin", admin_password)
+        self.log_path = data_dir / "server.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PGDBAAS_")},
+            "PGDBAAS_DATA_DIR": str(data_dir), "PGDBAAS_PORT_RANGE": port_range,
+            "PGDBAAS_ADMIN_USER": "admin", "PGDBAAS_ADMIN_PASSWORD": admin_password,
+            "PGDBAAS_LISTEN_PORT": str(self.listen_port), "PGDBAAS_WORKERS": "4",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.listen_port}"
+
+    def start(self, timeout: float = 60) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "api"], cwd=REPO, env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"API exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)  # readiness poll of a starting process, not synchronisation of a result
+        raise RuntimeError("API did not become healthy")
+
+    def kill(self) -> None:
+        """Crash: SIGKILL the whole process group (API and its ansible jobs)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, auth=None, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=auth if auth is not None else self.admin, timeout=120, **kwargs)
+
+
+def wait_request(client: httpx.Client, request_id: str, timeout: float = 240) -> dict:
+    """Poll a request until it ends, as an API user does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/requests/{request_id}").raise_for_status().json()
+        if body["state"] in FINAL:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"request {request_id} did not finish in {timeout} s")
+
+
+def wait_state(client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/requests/{request_id}").raise_for_status().json()
+        if body["state"] in states:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"request {request_id} never reached {states}")
+
+
+def cluster_body(name: str, *, user: str = "appuser", password: str = "App-Secret-Pw-1", database: str = "appdb",
+                 port: int | None = None) -> dict:
+    init = {"database_name": database, "database_user_name": user, "database_user_password": password,
+            "database_encoding": "UTF-8", "database_locale": "C.UTF-8"}
+    if port:
+        init["database_port"] = port
+    return {"name": name, "dbaas_engine_version_id": "", "init_config_option": init,
+            "instance_groups": [{"server_type_name": "1cpu1gb", "instances": [{"role_type": "ACTIVE"}]}],
+            "allowable_ip_addresses": [], "tags": [{"key": "team", "value": "qa"}], "timezone": "UTC"}
+
+
+def drop_instance(name: str, version: str = "15") -> None:
+    """Test clean-up of a cluster the test created (ignores one already gone)."""
+    subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True)
