@@ -51,7 +51,7 @@ def open_operation(
         if allowed_states is not None:
             statement = statement.where(Cluster.service_state.in_(list(allowed_states)))
         if session.execute(statement.values(**values)).rowcount != 1:
-            session.rollback()
+            # Nothing was written; the caller's transaction context rolls back on the raise.
             current = session.get(Cluster, cluster.id, populate_existing=True)
             if current is not None and current.active_operation_id:
                 raise Conflict(

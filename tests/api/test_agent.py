@@ -56,10 +56,9 @@ def test_seed_configure_create_admin(admin, booted):
     response = admin.post("/service/postgresql/configure", json=seed)
     assert response.status_code == 204 and response.content == b""
     with psycopg.connect(host="127.0.0.1", port=AGENT_PORT, user="admin_user", password="sekret",
-                         dbname="postgres") as conn:
+                         dbname="postgres", autocommit=True) as conn:
         rights = conn.execute("select rolcreatedb, rolcreaterole from pg_roles where rolname = current_user")
         assert rights.fetchone() == (True, True)
-        conn.autocommit = True
         conn.execute("create database agent_made_db")
         conn.execute("drop database agent_made_db")
 
