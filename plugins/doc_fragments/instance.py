@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdbaas contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+    """Options shared by the dbaas.postgresql modules."""
+
+    # Locating one instance of the Debian multi-instance layout.
+    DOCUMENTATION = r'''
+options:
+  version:
+    description:
+      - Major PostgreSQL version of the instance, as used in the Debian layout
+        C(/etc/postgresql/<version>/<cluster>).
+    type: str
+    default: '15'
+  cluster:
+    description:
+      - Name of the instance (Debian cluster name).
+      - Must match C(^[a-z0-9][a-z0-9_-]{0,62}$).
+    type: str
+    required: true
+  port:
+    description:
+      - TCP port of the instance, which also names its unix socket.
+      - When omitted, the port is read from the instance configuration
+        (C(postgresql.conf), then the files of its C(include)/C(include_dir) directives
+        such as C(conf.d/*.conf), then C(postgresql.auto.conf); the last value wins),
+        falling back to C(5432).
+    type: int
+notes:
+  - The instance is located through the Debian multi-instance layout of C(postgresql-common), with its
+    configuration in C(/etc/postgresql/<version>/<cluster>/), data in the directory named by
+    C(data_directory) (normally C(/var/lib/postgresql/<version>/<cluster>)).
+'''
+
+    # Connecting to the instance as a database role.
+    LOGIN = r'''
+options:
+  login_user:
+    description:
+      - Database role to connect as.
+      - The pgdbaas install role maps the OS users C(root) and C(postgres) to the C(postgres)
+        role over the unix socket (C(pg_hba.conf) first line C(local all postgres peer map=pgdbaas),
+        C(pg_ident.conf) entries C(pgdbaas root postgres) and C(pgdbaas postgres postgres)),
+        so a module running as root connects without a password.
+    type: str
+    default: postgres
+  login_password:
+    description:
+      - Password of O(login_user). Not needed with the peer authentication described in O(login_user).
+    type: str
+  login_unix_socket:
+    description:
+      - Directory of the unix socket to connect through.
+      - When omitted, the first entry of the instance's C(unix_socket_directories) setting is used,
+        falling back to C(/var/run/postgresql).
+    type: str
+  connect_timeout:
+    description:
+      - Seconds to wait for a connection to be established.
+    type: int
+    default: 10
+requirements:
+  - psycopg >= 3.1
+'''

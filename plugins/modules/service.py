@@ -1,0 +1,210 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgdbaas contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: service
+short_description: Start, stop, restart or reload one PostgreSQL instance
+description:
+  - Brings one instance of the Debian multi-instance layout into the requested run state and
+    reports the state observed afterwards.
+  - When systemd runs the host (C(/run/systemd/system) exists) the module runs
+    C(systemctl <action> postgresql@<version>-<cluster>).
+  - Otherwise it runs C(/usr/lib/postgresql/<version>/bin/pg_ctl) directly as the owner of the
+    instance (normally C(postgres)) with C(-D /etc/postgresql/<version>/<cluster>), waiting for
+    completion (C(-w)), stopping in C(fast) mode and logging to the instance's Debian log file,
+    with the environment and C(pg_ctl.conf) options C(pg_ctlcluster) would use. A restart takes a
+    fraction of a second and the instance stays manageable with C(pg_ctlcluster) and
+    C(pg_lsclusters).
+  - The run state is read with C(pg_ctl status) before and after the action.
+options:
+  state:
+    description:
+      - V(started) and V(stopped) act only when needed.
+      - V(restarted) restarts a running instance and starts a stopped one; it always changes.
+      - V(reloaded) makes a running instance reload its configuration and always changes when the
+        instance runs; a stopped instance is left stopped (unchanged), as it reads its configuration
+        when it next starts.
+    type: str
+    required: true
+    choices: [started, stopped, restarted, reloaded]
+  timeout:
+    description:
+      - Seconds to wait for the instance to start or stop (C(pg_ctl -t)).
+      - Under systemd the unit's own timeouts apply instead.
+    type: int
+    default: 60
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - dbaas.postgresql.instance
+attributes:
+  check_mode:
+    description: Reports whether the instance would change; does nothing.
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Run as root (or as the instance owner). The module fails, with state V(error), when the instance
+    does not exist or does not reach the requested state; the message then holds the last lines of
+    the instance's log.
+  - Option O(port) only changes where the module checks that the server accepts connections.
+author:
+  - pgdbaas contributors (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Start instance 15/tenant1
+  dbaas.postgresql.service:
+    cluster: tenant1
+    state: started
+
+- name: Apply a configuration change that needs a restart
+  dbaas.postgresql.service:
+    version: '15'
+    cluster: tenant1
+    state: restarted
+'''
+
+RETURN = r'''
+state:
+  description: Run state observed after the action (in check mode, the current state).
+  returned: always
+  type: str
+  sample: started
+  choices: [started, stopped, error]
+version:
+  description: Major version of the instance.
+  returned: always
+  type: str
+  sample: '15'
+cluster:
+  description: Name of the instance.
+  returned: always
+  type: str
+  sample: tenant1
+port:
+  description: Port of the instance.
+  returned: when the instance exists
+  type: int
+  sample: 5433
+data_directory:
+  description: Data directory of the instance.
+  returned: when the instance exists
+  type: str
+  sample: /var/lib/postgresql/15/tenant1
+accepting_connections:
+  description: Whether the server answers on its unix socket and port (libpq ping) after the action.
+  returned: when the instance exists
+  type: bool
+  sample: true
+commands:
+  description: Commands run (none in check mode or when nothing had to change).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/usr/lib/postgresql/15/bin/pg_ctl restart -D /etc/postgresql/15/tenant1 -w -t 60 -m fast -l /var/log/postgresql/postgresql-15-tenant1.log"]
+'''
+
+import os
+import shlex
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
+    SYSTEMD_RUN_DIR,
+    accepting_connections,
+    ensure_psycopg,
+    instance_argument_spec,
+    instance_owner,
+    instance_state,
+    locate_instance,
+    log_size,
+    log_tail,
+    pg_ctl_options,
+    run_as_owner,
+)
+
+
+def planned_action(state, current):
+    """The action that brings an instance in run state `current` to `state`, or None."""
+    running = current == 'started'
+    if state == 'started':
+        return None if running else 'start'
+    if state == 'stopped':
+        return 'stop' if running else None
+    if state == 'restarted':
+        return 'restart' if running else 'start'
+    return 'reload' if running else None
+
+
+def ensure_socket_dir(inst):
+    """Create a missing socket directory as the Debian packaging does (tmpfiles.d)."""
+    if os.path.isdir(inst.socket_dir) or os.geteuid() != 0:
+        return
+    owner = instance_owner(inst)
+    os.makedirs(inst.socket_dir, mode=0o2775)
+    os.chown(inst.socket_dir, owner.pw_uid, owner.pw_gid)
+    os.chmod(inst.socket_dir, 0o2775)
+
+
+def act(module, inst, action):
+    """Run the action; returns (argv, rc, output)."""
+    timeout = module.params['timeout']
+    if os.path.isdir(SYSTEMD_RUN_DIR):
+        argv = [module.get_bin_path('systemctl', required=True), action, inst.systemd_unit]
+        rc, out, err = module.run_command(argv)
+        return argv, rc, out + err
+    argv = [os.path.join(inst.bindir, 'pg_ctl'), action, '-D', inst.conf_dir]
+    if action != 'reload':
+        argv += ['-w', '-t', str(timeout)]
+    if action in ('stop', 'restart'):
+        argv += ['-m', 'fast']
+    if action in ('start', 'restart'):
+        ensure_socket_dir(inst)
+        argv += ['-l', inst.log_file]
+    argv += pg_ctl_options(inst)
+    rc, out, err = run_as_owner(inst, argv, timeout=timeout + 30)
+    return argv, rc, out + err
+
+
+def main():
+    argument_spec = instance_argument_spec()
+    argument_spec.update(
+        state=dict(type='str', required=True, choices=['started', 'stopped', 'restarted', 'reloaded']),
+        timeout=dict(type='int', default=60),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    ensure_psycopg(module)
+    inst = locate_instance(module)
+    state = module.params['state']
+
+    current = instance_state(inst)
+    action = planned_action(state, current)
+    result = dict(changed=action is not None, commands=[], **inst.facts())
+    if action is None or module.check_mode:
+        result.update(state=current, accepting_connections=accepting_connections(inst))
+        module.exit_json(**result)
+
+    offset = log_size(inst)
+    argv, rc, output = act(module, inst, action)
+    result['commands'].append(shlex.join(argv))
+    observed = instance_state(inst)
+    result['accepting_connections'] = accepting_connections(inst)
+    wanted = 'stopped' if state == 'stopped' else 'started'
+    if rc != 0 or observed != wanted:
+        msg = '%s of instance %s failed (rc=%d, now %s): %s' % (action, inst.name, rc, observed, output.strip())
+        lines = log_tail(inst, offset)
+        if lines:
+            msg += '\nLast lines of %s:\n%s' % (inst.log_file, '\n'.join(lines))
+        result['state'] = 'error'
+        module.fail_json(msg=msg, **result)
+    result['state'] = observed
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,216 @@
+# Copyright: pgdbaas contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fixtures of the dbaas.postgresql module tests.
+
+Modules run for real, through ansible-playbook, against real PostgreSQL instances that the
+fixtures create with pg_createcluster (names tmod*, ports 55400-55499) and drop afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # import the collection as ansible_collections.dbaas.postgresql
+    sys.path.insert(0, str(REPO))
+BIN = Path(sys.executable).parent
+CALLBACK_DIR = Path(__file__).resolve().parent / 'callback_plugins'
+PG_VERSION = '15'
+PG_BIN = Path('/usr/lib/postgresql') / PG_VERSION / 'bin'
+SOCKET_DIR = '/var/run/postgresql'
+
+# What the install role sets up: OS root and postgres log in as postgres over the socket.
+HBA_FIRST_LINE = 'local   all   postgres   peer map=pgdbaas\n'
+IDENT_LINES = 'pgdbaas root postgres\npgdbaas postgres postgres\n'
+HBA_TCP_LINE = 'host    all   all   127.0.0.1/32   scram-sha-256\n'
+
+
+def sh(*argv, check=True):
+    return subprocess.run(argv, capture_output=True, text=True, check=check, stdin=subprocess.DEVNULL)
+
+
+class Result(dict):
+    """The module's result; .raw is the whole ansible-playbook output it was read from."""
+
+    raw = ''
+
+
+class AnsibleRunner:
+    """Runs one dbaas.postgresql module as the task of a generated playbook.
+
+    The result is read from the file the test callback plugin tmod_results writes.
+    """
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.count = 0
+        self.inventory = workdir / 'inventory.ini'
+        self.inventory.write_text('localhost ansible_connection=local ansible_python_interpreter=%s\n'
+                                  % sys.executable)
+
+    def __call__(self, module, args, secrets=None, check=False):
+        """Run dbaas.postgresql.<module> with args; secrets go through a 0600 vars file, not argv."""
+        self.count += 1
+        task_args = dict(args)
+        extra_vars = {}
+        for key, value in (secrets or {}).items():
+            extra_vars['tmod_secret_' + key] = value
+            task_args[key] = '{{ tmod_secret_%s }}' % key
+        playbook = self.workdir / ('play%d.yml' % self.count)
+        playbook.write_text(json.dumps([{
+            'hosts': 'localhost', 'gather_facts': False,
+            'tasks': [{'name': 'module', 'dbaas.postgresql.' + module: task_args, 'check_mode': check}],
+        }]))
+        argv = [str(BIN / 'ansible-playbook'), '-i', str(self.inventory), str(playbook)]
+        varsfile = self.workdir / ('vars%d.json' % self.count)
+        if extra_vars:
+            fd = os.open(varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, 'w') as out:
+                json.dump(extra_vars, out)
+            argv += ['-e', '@%s' % varsfile]
+        results_file = self.workdir / ('results%d.json' % self.count)
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+                   ANSIBLE_CALLBACK_PLUGINS=str(CALLBACK_DIR), ANSIBLE_CALLBACKS_ENABLED='tmod_results',
+                   TMOD_RESULTS_FILE=str(results_file), ANSIBLE_RETRY_FILES_ENABLED='0',
+                   ANSIBLE_LOCALHOST_WARNING='0')
+        try:
+            proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+                                  stdin=subprocess.DEVNULL, check=False)
+        finally:
+            varsfile.unlink(missing_ok=True)
+        try:
+            raw = results_file.read_text()
+            result = Result(json.loads(raw)[0])
+        except (OSError, ValueError, IndexError):
+            raise AssertionError('ansible-playbook gave no result (rc=%d):\n%s\n%s'
+                                 % (proc.returncode, proc.stdout, proc.stderr)) from None
+        result.raw = raw + proc.stdout + proc.stderr
+        return result
+
+
+@pytest.fixture(scope='module')
+def run_module(tmp_path_factory):
+    return AnsibleRunner(tmp_path_factory.mktemp('ansible'))
+
+
+class PgInstance:
+    """A real instance of the Debian layout, created for the tests."""
+
+    def __init__(self, cluster, port):
+        self.version = PG_VERSION
+        self.cluster = cluster
+        self.port = port
+        self.conf_dir = Path('/etc/postgresql') / PG_VERSION / cluster
+        self.data_dir = Path('/var/lib/postgresql') / PG_VERSION / cluster
+        self.log_file = Path('/var/log/postgresql') / ('postgresql-%s-%s.log' % (PG_VERSION, cluster))
+
+    @property
+    def args(self):
+        """Module arguments naming this instance."""
+        return {'version': self.version, 'cluster': self.cluster}
+
+    def create(self, settings=None):
+        if self.conf_dir.exists():  # left over by an interrupted run of these tests
+            self.drop()
+        sh('pg_createcluster', PG_VERSION, self.cluster, '-p', str(self.port))
+        hba = self.conf_dir / 'pg_hba.conf'
+        lines = [line for line in hba.read_text().splitlines(keepends=True)
+                 if not line.split()[:3] == ['local', 'all', 'postgres']]
+        if HBA_TCP_LINE.split() not in [line.split() for line in lines]:
+            lines.append(HBA_TCP_LINE)
+        hba.write_text(HBA_FIRST_LINE + ''.join(lines))
+        with open(self.conf_dir / 'pg_ident.conf', 'a') as ident:
+            ident.write(IDENT_LINES)
+        if settings:
+            self.write_conf('tmod.conf', settings)
+        self.start()
+
+    def write_conf(self, name, settings):
+        """Write conf.d/<name> (read after postgresql.conf)."""
+        text = ''.join("%s = '%s'\n" % (key, str(value).replace("'", "''")) for key, value in settings.items())
+        (self.conf_dir / 'conf.d' / name).write_text(text)
+
+    def drop(self):
+        for extra in (self.conf_dir / 'conf.d').glob('tmod*.conf'):  # else pg_dropcluster keeps the directory
+            extra.unlink()
+        sh('pg_dropcluster', '--stop', PG_VERSION, self.cluster, check=False)
+
+    def start(self):
+        if not self.running():
+            sh('pg_ctlcluster', PG_VERSION, self.cluster, 'start')
+
+    def stop(self):
+        if self.running():
+            sh('pg_ctlcluster', PG_VERSION, self.cluster, 'stop')
+
+    def running(self):
+        """Independent check: pg_ctl status, run as postgres."""
+        return sh('runuser', '-u', 'postgres', '--', str(PG_BIN / 'pg_ctl'), 'status',
+                  '-D', str(self.data_dir), check=False).returncode == 0
+
+    def postmaster_pid(self):
+        return int((self.data_dir / 'postmaster.pid').read_text().split()[0])
+
+    def connect(self, dbname='postgres'):
+        """Superuser connection over the socket (root is mapped to postgres)."""
+        return psycopg.connect(host=SOCKET_DIR, port=self.port, user='postgres', dbname=dbname,
+                               autocommit=True, connect_timeout=5)
+
+    def login(self, user, password, dbname='postgres'):
+        """Password login over TCP 127.0.0.1 (scram-sha-256)."""
+        return psycopg.connect(host='127.0.0.1', port=self.port, user=user, password=password,
+                               dbname=dbname, autocommit=True, connect_timeout=5)
+
+    def can_login(self, user, password, dbname='postgres'):
+        try:
+            with self.login(user, password, dbname):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def role_exists(self, name):
+        with self.connect() as conn:
+            return conn.execute('SELECT 1 FROM pg_roles WHERE rolname = %s', (name,)).fetchone() is not None
+
+    def database_exists(self, name):
+        with self.connect() as conn:
+            return conn.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,)).fetchone() is not None
+
+    def create_sentinel(self):
+        """Table t in database postgres, which an injected 'drop table t' would remove."""
+        with self.connect() as conn:
+            conn.execute('CREATE TABLE IF NOT EXISTS t (id int)')
+
+    def sentinel_exists(self):
+        with self.connect() as conn:
+            return conn.execute("SELECT to_regclass('public.t') IS NOT NULL").fetchone()[0]
+
+    def create_role(self, name, password):
+        with self.connect() as conn:
+            conn.execute(sql.SQL('CREATE ROLE {} LOGIN PASSWORD {}').format(sql.Identifier(name),
+                                                                            sql.Literal(password)))
+
+
+@pytest.fixture(scope='module')
+def make_instance():
+    """Factory of instances dropped at the end of the test module: make_instance(cluster, port)."""
+    created = []
+
+    def make(cluster, port, settings=None):
+        assert cluster.startswith('tmod') and 55400 <= port <= 55499
+        inst = PgInstance(cluster, port)
+        created.append(inst)
+        inst.create(settings)
+        return inst
+
+    yield make
+    for inst in created:
+        inst.drop()
