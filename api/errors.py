@@ -31,3 +31,9 @@ class Forbidden(ServiceError):
 
 class Invalid(ServiceError):
     status_code = 400
+
+
+class OperationFailed(ServiceError):
+    """A synchronous dialect waited for an operation that ended in ERROR or CANCELED."""
+
+    status_code = 500

@@ -13,7 +13,7 @@ from api.context import Context
 from api.errors import Conflict, ServiceError
 from api.executor import Executor
 from api.hosts import HostPool
-from api.routers import agent, itcare, v1
+from api.routers import agent, dbaas, itcare, v1
 from api.security import load_cipher
 from api.services import accounts, clusters, requests
 from api.settings import Settings
@@ -92,4 +92,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(agent.router)
     app.include_router(itcare.router)
+    app.include_router(dbaas.router)
     return app

@@ -32,18 +32,20 @@ def open_operation(
     extravars: dict,
     transitional_state: str | None = None,
     allowed_states: Iterable[str] | None = None,
+    lock: bool = True,
 ) -> Operation:
     """Insert a QUEUED operation and take the cluster's lock, or raise Conflict; caller commits.
 
     `allowed_states` is checked in the same UPDATE that takes the lock, so a state change
-    between the caller's read and this write cannot slip through.
+    between the caller's read and this write cannot slip through. Read-only operations
+    (`lock=False`) run beside whatever holds the cluster.
     """
     operation = Operation(
         id=new_request_id(), kind=kind, playbook=playbook, actor_id=actor_id, state=QUEUED,
         cluster_id=cluster.id if cluster else None, extravars=extravars,
         tasks_total=expected_tasks(session, playbook),
     )
-    if cluster is not None:
+    if cluster is not None and lock:
         values: dict = {"active_operation_id": operation.id, "modified_by": actor_id, "modified_at": utcnow()}
         if transitional_state:
             values["service_state"] = transitional_state

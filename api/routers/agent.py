@@ -6,6 +6,8 @@ stop and restart from started), rendered as 409 {"error": "..."}.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -15,10 +17,13 @@ from api.context import Context
 from api.deps import current_account, get_context
 from api.errors import NotFound, ServiceError
 from api.services import clusters as service
+from api.services import databases
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster
 
 router = APIRouter(prefix="/service/postgresql", tags=["agent facade"])
+# The seed's configure errors, as the playbooks report them.
+SEED_ERRORS = ("The user already exists", "The database already exists", "The database does not exist")
 
 AGENT_STATES = {
     service.RUNNING: "started", service.STOPPED: "stopped", service.ERROR: "error",
@@ -43,9 +48,26 @@ class CreateAdmin(BaseModel):
     password: SecretStr = Field(min_length=1)
 
 
+class CreateDatabase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=63)
+    user: str = Field(min_length=1, max_length=63)
+    password: SecretStr = Field(min_length=1)
+
+
+class DestroyDatabase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=63)
+    user: str = Field(min_length=1, max_length=63)
+
+
 class ConfigureRequest(BaseModel):
+    """Exactly one command per call."""
+
     model_config = ConfigDict(extra="forbid")
     create_admin: CreateAdmin | None = None
+    create_database: CreateDatabase | None = None
+    destroy_database: DestroyDatabase | None = None
 
 
 def _cluster(ctx: Context, actor: Account) -> Cluster:
@@ -68,9 +90,7 @@ def _error(exc: ServiceError) -> JSONResponse:
 def _run(ctx: Context, actor: Account, start) -> tuple[Cluster, str | None]:
     """Run one operation to its end; the error text when it did not succeed."""
     cluster = _cluster(ctx, actor)
-    operation = start(ctx, actor, cluster.id)
-    ctx.executor.wait(operation.id)
-    operation = requests_service.get_request(ctx, actor, operation.id)
+    operation = requests_service.wait(ctx, actor, start(ctx, actor, cluster.id).id)
     cluster = service.get_cluster(ctx, actor, cluster.id)
     return cluster, None if operation.state == ops.SUCCESS else (operation.error or operation.state)
 
@@ -115,15 +135,25 @@ def agent_restart(ctx: Context = Depends(get_context), actor: Account = Depends(
              responses={**RESPONSES, 204: {"description": "done; the body is empty"}})
 def agent_configure(body: ConfigureRequest, ctx: Context = Depends(get_context),
                     actor: Account = Depends(current_account)):
-    if body.create_admin is None:
-        return JSONResponse({"error": "one command is required: create_admin"}, status_code=400)
-    admin = body.create_admin
+    commands = [name for name in ConfigureRequest.model_fields if getattr(body, name) is not None]
+    if len(commands) != 1:
+        return JSONResponse({"error": "send exactly one command: create_admin, create_database or destroy_database"},
+                            status_code=400)
+    if body.create_admin is not None:
+        admin = body.create_admin
+        start = partial(service.create_admin, user=admin.user, password=admin.password.get_secret_value())
+    elif body.create_database is not None:
+        new = body.create_database
+        start = partial(databases.create_database, spec=databases.NewDatabase(
+            name=new.name, owner=new.user, owner_password=new.password.get_secret_value(), if_exists="fail"))
+    else:
+        gone = body.destroy_database
+        start = partial(databases.destroy_database, name=gone.name, users=[gone.user], if_absent="fail")
     try:
-        _, error = _run(ctx, actor, lambda c, a, cid: service.create_admin(
-            c, a, cid, admin.user, admin.password.get_secret_value()))
+        _, error = _run(ctx, actor, start)
     except ServiceError as exc:
         return _error(exc)
     if error:
-        code = status.HTTP_409_CONFLICT if error == "The user already exists" else 500
+        code = status.HTTP_409_CONFLICT if error in SEED_ERRORS else 500
         return JSONResponse({"error": error}, status_code=code)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

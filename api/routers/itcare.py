@@ -16,15 +16,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from api import catalog, operations as ops
 from api.context import Context
 from api.deps import current_account, get_context
-from api.errors import ServiceError
+from api.errors import Invalid, ServiceError
 from api.services import clusters as service
+from api.services import databases
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster, Operation
 
 router = APIRouter(prefix="/itcare/databases/postgresql", tags=["itcare"])
 
 ADMIN_USER = "admin"
-PATCH_OPERATIONS = {"start": service.start, "stop": service.stop}
+
+
+def _install_extension(ctx: Context, actor: Account, instance_id: str, options: dict) -> Operation:
+    if not isinstance(options, dict) or not options.get("dbname") or not options.get("extensions_list"):
+        raise Invalid("options.dbname and options.extensions_list are required for install_extension",
+                      field="options")
+    extensions = options["extensions_list"]
+    if not isinstance(extensions, list) or not all(isinstance(e, dict) and e.get("name") for e in extensions):
+        raise Invalid("options.extensions_list must be a list of {\"name\": ...}", field="options.extensions_list")
+    return databases.install_extensions(ctx, actor, instance_id, str(options["dbname"]), extensions)
+
+
+# operation -> service call (ctx, actor, instance id, options)
+PATCH_OPERATIONS = {
+    "start": lambda ctx, actor, instance_id, _options: service.start(ctx, actor, instance_id),
+    "stop": lambda ctx, actor, instance_id, _options: service.stop(ctx, actor, instance_id),
+    "install_extension": _install_extension,
+}
 ASYNC_STATUS = {ops.QUEUED: "IN_PROGRESS", ops.IN_PROGRESS: "IN_PROGRESS", ops.SUCCESS: "SUCCESS",
                 ops.ERROR: "ERROR", ops.CANCELED: "ERROR"}
 INSTANCE_STATUS = {service.RUNNING: "ACTIVE", service.TERMINATED: "DELETED"}
@@ -223,7 +241,7 @@ def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor
 
 
 @router.patch("/{instance_id}", status_code=202, response_model=AsyncBody,
-              summary="Performs update state actions (operation: start | stop)")
+              summary="Performs update state actions (operation: start | stop | install_extension)")
 def patch_instance(instance_id: str, body: dict = Body(..., examples=[{"operation": "start"}]),
                    ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     operation_name = body.get("operation") if isinstance(body, dict) else None
@@ -233,7 +251,53 @@ def patch_instance(instance_id: str, body: dict = Body(..., examples=[{"operatio
                            "operation")
     try:
         cluster = service.get_cluster(ctx, actor, instance_id)
-        operation = PATCH_OPERATIONS[operation_name](ctx, actor, instance_id)
+        operation = PATCH_OPERATIONS[operation_name](ctx, actor, instance_id, body.get("options") or {})
     except ServiceError as exc:
         return _service_error(exc)
     return _accepted(cluster, operation, f"{operation_name.upper()}_POSTGRESQL")
+
+
+class ExtensionRow(BaseModel):
+    name: str
+    schema_: str | None = Field(default=None, serialization_alias="schema")
+    version: str | None = None
+
+
+class DatabaseRow(BaseModel):
+    name: str
+    extensions: list[ExtensionRow]
+
+
+class AvailableExtension(BaseModel):
+    name: str
+    version: str | None
+    comment: str | None
+    requiresRestarting: bool
+    link: str
+
+
+@router.get("/{instance_id}/databases", response_model=list[DatabaseRow],
+            summary="Get available databases (with their extensions)")
+def instance_databases(instance_id: str, ctx: Context = Depends(get_context),
+                       actor: Account = Depends(current_account)):
+    try:
+        rows = databases.list_databases(ctx, actor, instance_id)
+    except ServiceError as exc:
+        return _service_error(exc)
+    return [DatabaseRow(name=row["name"], extensions=[
+        ExtensionRow(name=e.get("name"), schema_=e.get("schema"), version=e.get("version"))
+        for e in row.get("extensions", []) if isinstance(e, dict)]) for row in rows]
+
+
+@router.get("/{instance_id}/extensions", response_model=list[AvailableExtension],
+            summary="Get available extensions")
+def instance_extensions(instance_id: str, ctx: Context = Depends(get_context),
+                        actor: Account = Depends(current_account)):
+    try:
+        rows = databases.available_extensions(ctx, actor, instance_id)
+    except ServiceError as exc:
+        return _service_error(exc)
+    return [AvailableExtension(name=row["name"], version=row.get("default_version"), comment=row.get("comment"),
+                               requiresRestarting=bool(row.get("requires_restart")),
+                               link=row.get("link") or f"https://www.postgresql.org/search/?q={row['name']}")
+            for row in rows]

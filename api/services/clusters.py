@@ -18,7 +18,7 @@ from api import operations as ops
 from api.context import Context
 from api.errors import Conflict, Invalid, NotFound
 from api.executor import Job, Outcome
-from api.store.models import Account, Cluster, Member, Operation
+from api.store.models import Account, Cluster, Credential, Database, Member, Operation
 
 CREATING, RUNNING, STARTING, STOPPING, STOPPED = "CREATING", "RUNNING", "STARTING", "STOPPING", "STOPPED"
 RESTARTING, TERMINATING, TERMINATED, ERROR = "RESTARTING", "TERMINATING", "TERMINATED", "ERROR"
@@ -206,7 +206,23 @@ def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec) -> tuple[Clu
         if spec.database_name:
             extravars["pg_database"] = spec.database_name
         secrets = {"pg_admin_password": spec.user_password} if spec.user_name else {}
-        operation = _submit(ctx, session, cluster, actor, "create", "provision.yml", extravars, secrets)
+        encrypted = ctx.cipher.encrypt(spec.user_password.encode()).decode() if spec.user_name else ""
+
+        def record_initial_objects(s: Session, operation: Operation, outcome: Outcome) -> None:
+            apply_outcome(s, operation, outcome)
+            if not outcome.ok or not spec.user_name:
+                return
+            database = None
+            if spec.database_name:
+                database = Database(cluster_id=cluster.id, name=spec.database_name, owner=spec.user_name,
+                                    created_by=actor.id)
+                s.add(database)
+                s.flush()
+            s.add(Credential(cluster_id=cluster.id, database_id=database.id if database else None,
+                             user=spec.user_name, password_encrypted=encrypted, created_by=actor.id))
+
+        operation = submit(ctx, session, cluster, actor, "create", "provision.yml", extravars, secrets,
+                           on_finish=record_initial_objects)
     return cluster, operation
 
 
@@ -255,7 +271,7 @@ def _lifecycle(ctx: Context, actor: Account, cluster_id: str, kind: str) -> Oper
         if cluster.service_state == TERMINATED:
             raise Conflict(f"cluster {cluster_id} is TERMINATED")
         extravars = {"pg_terminate_confirm": cluster.members[0].name} if kind == "terminate" else {}
-        return _submit(ctx, session, cluster, actor, kind, playbook, extravars, {},
+        return submit(ctx, session, cluster, actor, kind, playbook, extravars, {},
                        allowed_states=allowed, transitional_state=transitional)
 
 
@@ -269,32 +285,37 @@ def create_admin(ctx: Context, actor: Account, cluster_id: str, user: str, passw
         raise Invalid("if_exists must be fail or update", field="if_exists")
     with ctx.sessions.begin() as session:
         cluster = get_cluster(ctx, actor, cluster_id, session)
-        return _submit(ctx, session, cluster, actor, "create_admin", "create_admin.yml",
+        return submit(ctx, session, cluster, actor, "create_admin", "create_admin.yml",
                        {"pg_admin_user": user, "pg_admin_if_exists": if_exists},
                        {"pg_admin_password": password}, allowed_states=(RUNNING,))
 
 
 # -- running and finishing ---------------------------------------------------------------------
-def _submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, playbook: str,
-            extravars: dict, secrets: dict, *, allowed_states=None, transitional_state=None) -> Operation:
+def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, playbook: str,
+            extravars: dict, secrets: dict, *, allowed_states=None, transitional_state=None,
+            lock: bool = True, on_finish=None) -> Operation:
+    """Open the operation (taking the cluster's lock) and queue its job once the row is committed.
+
+    `on_finish` runs in the transaction that ends the operation; the default records what the
+    playbook observed of the instance."""
     member = cluster.members[0]
     extravars = {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
                  **extravars}
     operation = ops.open_operation(session, kind=kind, playbook=playbook, actor_id=actor.id, cluster=cluster,
                                    extravars=extravars, allowed_states=allowed_states,
-                                   transitional_state=transitional_state)
+                                   transitional_state=transitional_state, lock=lock)
     if transitional_state:
         for m in cluster.members:
             m.service_state = transitional_state
     job = Job(operation_id=operation.id, playbook=playbook,
               inventory=ctx.hosts.job_inventory([m.host for m in cluster.members], ctx.settings.host_group),
-              extravars=extravars, secrets=secrets, on_finish=_apply_outcome)
+              extravars=extravars, secrets=secrets, on_finish=on_finish or apply_outcome)
     # Submit once the row is committed, so the worker finds it.
     session.info.setdefault("after_commit", []).append(lambda: ctx.executor.submit(job))
     return operation
 
 
-def _apply_outcome(session: Session, operation: Operation, outcome: Outcome) -> None:
+def apply_outcome(session: Session, operation: Operation, outcome: Outcome) -> None:
     """Record what the playbook observed; the stable state comes from there, never assumed."""
     cluster = session.get(Cluster, operation.cluster_id)
     if cluster is None:

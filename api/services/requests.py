@@ -27,6 +27,12 @@ def get_request(ctx: Context, actor: Account, request_id: str) -> Operation:
         return operation
 
 
+def wait(ctx: Context, actor: Account, request_id: str, timeout: float | None = None) -> Operation:
+    """Block until the request ends (synchronous dialects: agent, DBaaS) and return it."""
+    ctx.executor.wait(request_id, timeout)
+    return get_request(ctx, actor, request_id)
+
+
 def list_requests(ctx: Context, actor: Account, *, cluster_id: str | None = None, state: str | None = None,
                   page: int = 0, size: int = 20) -> tuple[list[Operation], int]:
     if state and state not in STATES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -124,4 +124,59 @@ class OperationEvent(Base):
     task: Mapped[str | None] = mapped_column(String(512), nullable=True)
     status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Plan(Base):
+    """DBaaS plan: the sizing of the instance a database gets and its size limit."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    sizing: Mapped[str] = mapped_column(String(16))
+    size_limit_bytes: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str] = mapped_column(String(256), default="")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Database(Base):
+    """A database of a cluster, whichever dialect made it (integer ids: the DBaaS seed's)."""
+
+    __tablename__ = "databases"
+    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_database_cluster_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    owner: Mapped[str] = mapped_column(String(63))
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"), nullable=True)
+    environment: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), nullable=True)
+    quarantine_dt: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Credential(Base):
+    """A login role scoped to one database; its password Fernet-encrypted (shown again by DBaaS)."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("cluster_id", "user", name="uq_credential_cluster_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    database_id: Mapped[int | None] = mapped_column(ForeignKey("databases.id", ondelete="CASCADE"), nullable=True,
+                                                    index=True)
+    user: Mapped[str] = mapped_column(String(63))
+    password_encrypted: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

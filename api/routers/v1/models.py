@@ -233,3 +233,61 @@ class AccountList(BaseModel):
 class TokenOut(BaseModel):
     token: str
     token_type: str = "bearer"
+
+
+class ExtensionRef(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    version: str | None = Field(default=None, max_length=32)
+
+
+class DatabaseCreate(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    owner: str = Field(default="", max_length=63, description="login role owning it; default: the initial user")
+    owner_password: SecretStr | None = Field(default=None, min_length=8, max_length=128,
+                                             description="when given, the owner role is created with it")
+
+
+class DatabaseOut(BaseModel):
+    id: int | None = Field(description="record id (the DBaaS dialect's); null for databases made outside pgdbaas")
+    name: str
+    owner: str | None = None
+    encoding: str | None = None
+    size_bytes: int | None = None
+    extensions: list[dict] = []
+
+
+class UserCreate(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    database: str = Field(min_length=1, max_length=63, description="the one database this user may connect to")
+    password: SecretStr | None = Field(default=None, min_length=8, max_length=128, description="default: generated")
+
+
+class PasswordReset(Strict):
+    password: SecretStr | None = Field(default=None, min_length=8, max_length=128, description="default: generated")
+
+
+class UserOut(BaseModel):
+    name: str
+    database: str | None
+    createdb: bool
+    createrole: bool
+    managed: bool = Field(description="created through pgdbaas (its password is kept encrypted)")
+
+
+class AsyncPasswordResponse(AsyncResponse):
+    password: str = Field(description="shown once; the request applies it")
+
+
+class ExtensionInstall(Strict):
+    database: str = Field(min_length=1, max_length=63)
+    extensions: list[ExtensionRef] = Field(min_length=1)
+
+
+class ExtensionOut(BaseModel):
+    name: str
+    default_version: str | None = None
+    installed_version: str | None = None
+    comment: str | None = None
+    requires_restart: bool = False
+    package: str | None = None
+    package_installed: bool | None = None

@@ -1,0 +1,241 @@
+"""DBaaS dialect rules (databases-and-credentials seed): plans, environments, projects, a
+database per instance, default credential `u_<name>`, quarantine on the first delete.
+
+Each DBaaS database gets its own cluster, sized by its plan and placed in its environment (a
+host group of the inventory); its credentials are per-database login roles. The calls are
+synchronous like the seed: they wait for the operations they start.
+"""
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from api import operations as ops
+from api.context import Context
+from api.errors import Conflict, Invalid, NotFound, OperationFailed
+from api.security import generate_password
+from api.services import clusters, databases
+from api.services import requests as requests_service
+from api.store.models import Account, Cluster, Credential, Database, Plan, Project, utcnow
+
+UNKNOWN_PASSWORD = ""  # a quarantined credential's password is known to nobody, the API included
+
+
+def normalise_name(name: str) -> str:
+    """`test database2` -> `test_database2` (the seed's example), lower case, SQL-safe."""
+    value = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower()).strip("_")
+    if not value or not re.match(r"^[a-z]", value) or len(value) > 50:
+        raise Invalid("name must start with a letter and have at most 50 letters, digits, spaces or _",
+                      field="name")
+    return value
+
+
+def _finish(ctx: Context, actor: Account, operation) -> None:
+    done = requests_service.wait(ctx, actor, operation.id)
+    if done.state != ops.SUCCESS:
+        raise OperationFailed(f"{done.kind} failed: {done.error}")
+
+
+# -- plans, environments, projects ----------------------------------------------------------
+def plans(ctx: Context) -> list[Plan]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(Plan).order_by(Plan.id)))
+
+
+def plan(ctx: Context, plan_id: int) -> Plan:
+    with ctx.sessions() as session:
+        found = session.get(Plan, plan_id)
+    if found is None:
+        raise NotFound(f"plan {plan_id} not found", field="plan")
+    return found
+
+
+def environments(ctx: Context) -> list[tuple[int, str]]:
+    """Host groups of the inventory, numbered in name order."""
+    return list(enumerate(ctx.hosts.groups(), start=1))
+
+
+def environment(ctx: Context, environment_id: int) -> str:
+    for number, name in environments(ctx):
+        if number == environment_id:
+            return name
+    raise NotFound(f"environment {environment_id} not found", field="environment")
+
+
+def projects(ctx: Context) -> list[Project]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(Project).order_by(Project.id)))
+
+
+def project(ctx: Context, project_id: int) -> Project:
+    with ctx.sessions() as session:
+        found = session.get(Project, project_id)
+    if found is None:
+        raise NotFound(f"project {project_id} not found", field="project")
+    return found
+
+
+def create_project(ctx: Context, actor: Account, name: str, description: str = "") -> Project:
+    if not name.strip():
+        raise Invalid("name must not be empty", field="name")
+    try:
+        with ctx.sessions.begin() as session:
+            created = Project(name=name.strip(), description=description)
+            session.add(created)
+    except IntegrityError as exc:
+        raise Conflict(f"project {name!r} already exists", field="name") from exc
+    return created
+
+
+def delete_project(ctx: Context, actor: Account, project_id: int) -> None:
+    with ctx.sessions.begin() as session:
+        found = session.get(Project, project_id)
+        if found is None:
+            raise NotFound(f"project {project_id} not found")
+        if session.scalar(select(Database.id).where(Database.project_id == project_id).limit(1)):
+            raise Conflict("the project still has databases")
+        session.delete(found)
+
+
+# -- databases ----------------------------------------------------------------------------------
+def _visible_databases(actor: Account):
+    statement = select(Database).join(Cluster, Cluster.id == Database.cluster_id)
+    return statement if actor.role == "admin" else statement.where(Cluster.owner_id == actor.id)
+
+
+def list_databases(ctx: Context, actor: Account, offset: int, limit: int) -> tuple[list[Database], int]:
+    statement = _visible_databases(actor)
+    with ctx.sessions() as session:
+        count = session.scalar(select(func.count()).select_from(statement.subquery()))
+        return list(session.scalars(statement.order_by(Database.id).offset(offset).limit(limit))), count
+
+
+def get_database(ctx: Context, actor: Account, database_id: int) -> Database:
+    with ctx.sessions() as session:
+        found = session.scalar(_visible_databases(actor).where(Database.id == database_id))
+    if found is None:
+        raise NotFound(f"database {database_id} not found")
+    return found
+
+
+def database_details(ctx: Context, database: Database) -> dict:
+    """Endpoint parts, credentials and sizes of one database record."""
+    with ctx.sessions() as session:
+        cluster = session.get(Cluster, database.cluster_id)
+        credential_ids = list(session.scalars(select(Credential.id).where(Credential.database_id == database.id)
+                                              .order_by(Credential.id)))
+        limit = session.scalar(select(Plan.size_limit_bytes).where(Plan.id == database.plan_id)) \
+            if database.plan_id else None
+    member = cluster.members[0] if cluster.members else None
+    host = ctx.hosts.hosts.get(member.host).address if member and member.host in ctx.hosts.hosts else ""
+    used = next((d.get("size_bytes") for d in cluster.observed.get("databases", [])
+                 if isinstance(d, dict) and d.get("name") == database.name), None)
+    return {"host": host, "port": member.port if member else None, "credential_ids": credential_ids,
+            "total_size_in_bytes": limit or 0, "used_size_in_bytes": used or 0}
+
+
+def create_database(ctx: Context, actor: Account, name: str, plan_id: int, environment_id: int,
+                    project_id: int | None) -> Database:
+    name = normalise_name(name)
+    chosen_plan = plan(ctx, plan_id)
+    group = environment(ctx, environment_id)
+    if project_id is not None:
+        project(ctx, project_id)
+    spec = clusters.ClusterSpec(name=name, sizing=chosen_plan.sizing, host_group=group,
+                                dialect_fields={"dbaas": {"database": name}})
+    cluster, operation = clusters.create_cluster(ctx, actor, spec)
+    _finish(ctx, actor, operation)
+    owner = f"u_{name}"
+    operation = databases.create_database(ctx, actor, cluster.id, databases.NewDatabase(
+        name=name, owner=owner, owner_password=generate_password(12), if_exists="fail", plan_id=plan_id,
+        environment=group, project_id=project_id))
+    _finish(ctx, actor, operation)
+    with ctx.sessions() as session:
+        return session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == name))
+
+
+def delete_database(ctx: Context, actor: Account, database_id: int) -> Database | None:
+    """First delete: quarantine (every credential reset to a password nobody knows). Second: gone."""
+    database = get_database(ctx, actor, database_id)
+    if database.quarantine_dt is None:
+        with ctx.sessions() as session:
+            users = list(session.scalars(select(Credential.user).where(Credential.database_id == database.id)))
+
+        def quarantine(session, _operation, _outcome):
+            session.get(Database, database.id).quarantine_dt = utcnow()
+            for credential in session.scalars(select(Credential).where(Credential.database_id == database.id)):
+                credential.password_encrypted = UNKNOWN_PASSWORD
+
+        operation = databases.reset_passwords(ctx, actor, database.cluster_id,
+                                              {user: generate_password(32) for user in users},
+                                              kind="quarantine_database", on_success=quarantine)
+        _finish(ctx, actor, operation)
+        return get_database(ctx, actor, database_id)
+    with ctx.sessions() as session:
+        cluster = session.get(Cluster, database.cluster_id)
+    if cluster.dialect_fields.get("dbaas", {}).get("database") == database.name:
+        operation = clusters.terminate(ctx, actor, cluster.id)
+        _finish(ctx, actor, operation)
+        with ctx.sessions.begin() as session:
+            session.query(Credential).filter(Credential.cluster_id == cluster.id).delete()
+            session.query(Database).filter(Database.id == database.id).delete()
+    else:
+        _finish(ctx, actor, databases.destroy_database(ctx, actor, database.cluster_id, database.name))
+    return None
+
+
+# -- credentials --------------------------------------------------------------------------------
+def _visible_credentials(actor: Account):
+    statement = select(Credential).join(Cluster, Cluster.id == Credential.cluster_id)
+    return statement if actor.role == "admin" else statement.where(Cluster.owner_id == actor.id)
+
+
+def list_credentials(ctx: Context, actor: Account, offset: int, limit: int) -> tuple[list[Credential], int]:
+    statement = _visible_credentials(actor).where(Credential.database_id.is_not(None))
+    with ctx.sessions() as session:
+        count = session.scalar(select(func.count()).select_from(statement.subquery()))
+        return list(session.scalars(statement.order_by(Credential.id).offset(offset).limit(limit))), count
+
+
+def get_credential(ctx: Context, actor: Account, credential_id: int) -> Credential:
+    with ctx.sessions() as session:
+        found = session.scalar(_visible_credentials(actor).where(Credential.id == credential_id))
+    if found is None:
+        raise NotFound(f"credential {credential_id} not found")
+    return found
+
+
+def password_of(ctx: Context, credential: Credential) -> str | None:
+    if credential.password_encrypted == UNKNOWN_PASSWORD:
+        return None
+    return databases.credential_password(ctx, credential)
+
+
+def create_credential(ctx: Context, actor: Account, user: str, database_id: int) -> Credential:
+    database = get_database(ctx, actor, database_id)
+    if database.quarantine_dt is not None:
+        raise Conflict("the database is in quarantine", field="database")
+    operation, _password = databases.create_user(ctx, actor, database.cluster_id, user, database.name,
+                                                 generate_password(12))
+    _finish(ctx, actor, operation)
+    with ctx.sessions() as session:
+        return session.scalar(select(Credential).where(Credential.cluster_id == database.cluster_id,
+                                                       Credential.user == user))
+
+
+def reset_credential(ctx: Context, actor: Account, credential_id: int) -> Credential:
+    credential = get_credential(ctx, actor, credential_id)
+    database = get_database(ctx, actor, credential.database_id)
+    if database.quarantine_dt is not None:
+        raise Conflict("the database is in quarantine: its credentials stay unknown", field="database")
+    operation, _password = databases.reset_password(ctx, actor, credential.cluster_id, credential.user,
+                                                    generate_password(12))
+    _finish(ctx, actor, operation)
+    return get_credential(ctx, actor, credential_id)
+
+
+def delete_credential(ctx: Context, actor: Account, credential_id: int) -> None:
+    credential = get_credential(ctx, actor, credential_id)
+    _finish(ctx, actor, databases.drop_user(ctx, actor, credential.cluster_id, credential.user))
