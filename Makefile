@@ -32,7 +32,12 @@ collection:
 	@mkdir -p ansible_collections/dbaas
 	@ln -sfn ../.. ansible_collections/dbaas/postgresql
 
+# Embedded defaults: SQLite in ./var, inventories/local, a first admin (admin / 123456, as in the
+# DBaaS seed's curl examples: set PGDBAAS_ADMIN_PASSWORD for anything but a trial) and the agent
+# facade's default instance "agent".
 run: deps
+	PGDBAAS_ADMIN_PASSWORD="$${PGDBAAS_ADMIN_PASSWORD:-123456}" \
+	PGDBAAS_AGENT_INSTANCE="$${PGDBAAS_AGENT_INSTANCE-agent}" \
 	$(PY) -m api
 
 lint: deps

@@ -73,3 +73,23 @@ def test_seed_configure_create_admin(admin, booted):
 def test_configure_without_a_command_is_refused(admin, booted):
     assert admin.post("/service/postgresql/configure", json={}).status_code == 400
     assert admin.post("/service/postgresql/configure", json={"drop_everything": {}}).status_code == 422
+
+
+def test_seed_configure_create_and_destroy_database(admin, booted):
+    seed = {"create_database": {"name": "db_name1", "user": "db_name1_user", "password": "the_pw"}}
+    response = admin.post("/service/postgresql/configure", json=seed)
+    assert response.status_code == 204 and response.content == b""
+    with psycopg.connect(host="127.0.0.1", port=AGENT_PORT, user="db_name1_user", password="the_pw",
+                         dbname="db_name1") as conn:
+        assert conn.execute("select current_database()").fetchone() == ("db_name1",)
+    assert "db_name1" in admin.get("/service/postgresql/status").json()["databases"]
+    assert admin.post("/service/postgresql/configure", json=seed).json() == {"error": "The database already exists"}
+
+    destroy = {"destroy_database": {"name": "db_name1", "user": "db_name1_user"}}
+    response = admin.post("/service/postgresql/configure", json=destroy)
+    assert response.status_code == 204 and response.content == b""
+    assert "db_name1" not in admin.get("/service/postgresql/status").json()["databases"]
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host="127.0.0.1", port=AGENT_PORT, user="db_name1_user", password="the_pw",
+                        dbname="postgres", connect_timeout=3)
+    assert admin.post("/service/postgresql/configure", json=destroy).json() == {"error": "The database does not exist"}

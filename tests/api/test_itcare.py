@@ -99,3 +99,28 @@ def test_each_validation_rule_answers_400_naming_the_field(admin, change, field)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field and field in response.json()["message"]
     assert admin.get("/v1/clusters", params={"size": 1000}).json()["count"] == before
+
+
+def test_databases_extensions_and_install_extension(admin, instance):
+    available = admin.get(f"/itcare/databases/postgresql/{instance}/extensions").json()
+    row = {e["name"]: e for e in available}["pg_trgm"]
+    assert set(row) == {"name", "version", "comment", "requiresRestarting", "link"}
+    assert row["requiresRestarting"] is False and row["link"].startswith("https://")
+
+    seed = {"operation": "install_extension",
+            "options": {"dbname": "postgres", "extensions_list": [{"name": "pg_trgm"}, {"name": "hstore"}]}}
+    response = admin.patch(f"/itcare/databases/postgresql/{instance}", json=seed)
+    assert response.status_code == 202 and set(response.json()) == ASYNC_KEYS
+    assert response.json()["status"] == "IN_PROGRESS" and response.json()["process"] == "INSTALL_EXTENSION_POSTGRESQL"
+    assert wait_request(admin, response.json()["id"])["state"] == "SUCCESS"
+    instance_body = admin.get(f"/itcare/databases/postgresql/{instance}").json()
+    assert instance_body["lastRequestId"] == response.json()["id"] and instance_body["lastRequestStatus"] == "SUCCESS"
+
+    databases = admin.get(f"/itcare/databases/postgresql/{instance}/databases").json()
+    postgres = {d["name"]: d for d in databases}["postgres"]
+    assert {"pg_trgm", "hstore"} <= {e["name"] for e in postgres["extensions"]}
+    assert all(set(e) == {"name", "schema", "version"} for e in postgres["extensions"])
+
+    bad = admin.patch(f"/itcare/databases/postgresql/{instance}",
+                      json={"operation": "install_extension", "options": {"dbname": "postgres"}})
+    assert bad.status_code == 400 and bad.json()["field"] == "options"
