@@ -55,7 +55,8 @@ pytest: deps
 test: deps lint sanity molecule pytest
 
 bench: deps
-	$(PY) bench/run.py
+	$(PY) bench/ansible_vs_raw.py
+	$(PY) bench/api_bench.py
 
 clean:
 	rm -rf .stamps ansible_collections

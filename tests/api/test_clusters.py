@@ -183,3 +183,23 @@ def test_terminate_removes_instance_and_frees_the_name(admin, created):
     with pytest.raises(psycopg.OperationalError):
         login(port, "appuser", "App-Secret-Pw-1", "appdb")
     assert admin.post(f"/v1/clusters/{cluster_id}/start").status_code == 409
+
+
+def test_events_stream_live_while_the_job_runs(admin, running):
+    request_id = admin.post(f"/v1/clusters/{running}/restart").json()["request_id"]
+    events, end = [], None
+    with admin.stream("GET", f"/v1/requests/{request_id}/events", headers={"Accept": "text/event-stream"}) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                if kind == "end":
+                    end = line
+                    break
+                events.append(line)
+    assert end is not None and "SUCCESS" in end
+    assert any("playbook_on_task_start" in e for e in events) and any("runner_on_ok" in e for e in events)
+    ids = [int(e.split('"id":')[1].split(",")[0]) for e in events]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
