@@ -307,6 +307,63 @@ def log_tail(inst, offset=0, lines=20):
     return text.splitlines()[-lines:]
 
 
+def ensure_socket_dir(inst):
+    """Create a missing socket directory as the Debian packaging does (tmpfiles.d)."""
+    if os.path.isdir(inst.socket_dir) or os.geteuid() != 0:
+        return
+    owner = instance_owner(inst)
+    os.makedirs(inst.socket_dir, mode=0o2775)
+    os.chown(inst.socket_dir, owner.pw_uid, owner.pw_gid)
+    os.chmod(inst.socket_dir, 0o2775)
+
+
+def service_command(module, inst, action, timeout=60):
+    """Run start|stop|restart|reload for the instance; returns (argv, rc, output).
+
+    Under systemd: systemctl on the postgresql@<version>-<cluster> unit. Otherwise pg_ctl as the
+    instance owner, with the options pg_ctlcluster would use (wait, fast shutdown, Debian log file,
+    the instance's environment and pg_ctl.conf).
+    """
+    if os.path.isdir(SYSTEMD_RUN_DIR):
+        argv = [module.get_bin_path('systemctl', required=True), action, inst.systemd_unit]
+        rc, out, err = module.run_command(argv)
+        return argv, rc, out + err
+    argv = [os.path.join(inst.bindir, 'pg_ctl'), action, '-D', inst.conf_dir]
+    if action != 'reload':
+        argv += ['-w', '-t', str(timeout)]
+    if action in ('stop', 'restart'):
+        argv += ['-m', 'fast']
+    if action in ('start', 'restart'):
+        ensure_socket_dir(inst)
+        argv += ['-l', inst.log_file]
+    argv += pg_ctl_options(inst)
+    rc, out, err = run_as_owner(inst, argv, timeout=timeout + 30)
+    return argv, rc, out + err
+
+
+def change_run_state(module, inst, action, result, timeout=60):
+    """Run action (start|stop|restart|reload) and check the run state reached.
+
+    Appends the command to result['commands'] and sets result['accepting_connections'].
+    Returns the observed state; on failure, fails the module with result (state=error) and a
+    message holding the last lines the instance logged meanwhile.
+    """
+    offset = log_size(inst)
+    argv, rc, output = service_command(module, inst, action, timeout)
+    result.setdefault('commands', []).append(shlex.join(argv))
+    observed = instance_state(inst)
+    result['accepting_connections'] = accepting_connections(inst)
+    wanted = 'stopped' if action == 'stop' else 'started'
+    if rc != 0 or observed != wanted:
+        msg = '%s of instance %s failed (rc=%d, now %s): %s' % (action, inst.name, rc, observed, output.strip())
+        lines = log_tail(inst, offset)
+        if lines:
+            msg += '\nLast lines of %s:\n%s' % (inst.log_file, '\n'.join(lines))
+        result['state'] = 'error'
+        module.fail_json(msg=msg, **result)
+    return observed
+
+
 # --------------------------------------------------------------------------------------------
 # Database connections and statements
 
@@ -332,15 +389,16 @@ class Executor:
     DATABASE, ...) cannot take server-side parameters, so their values are composed with
     sql.Literal and they run without parameters; other statements bind their values as
     parameters (never both: psycopg would read a '%' inside an identifier as a placeholder).
-    Each statement is recorded as text, before binding, before it runs; ``shown`` replaces
+    Each statement is recorded as text, before binding, before it runs (in ``queries``, which
+    executors on the connections to several databases may share); ``shown`` replaces
     the recorded text of statements that carry a secret. In check mode statements are
     recorded and not run. Reads (rows, row) are never recorded.
     """
 
-    def __init__(self, conn, check_mode=False):
+    def __init__(self, conn, check_mode=False, queries=None):
         self.conn = conn
         self.check_mode = check_mode
-        self.queries = []
+        self.queries = [] if queries is None else queries  # may be shared by several executors
 
     def run(self, statement, params=None, shown=None):
         if isinstance(statement, str):
@@ -393,3 +451,43 @@ def scram_secret_matches(secret, password):
     salted = hashlib.pbkdf2_hmac('sha256', password.encode('ascii'), salt, int(match.group(1)))
     client_key = hmac.new(salted, b'Client Key', hashlib.sha256).digest()
     return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
+
+
+def stored_secret(db, role):
+    """pg_authid.rolpassword of role, or None when the login user may not read it."""
+    try:
+        row = db.row("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return row['rolpassword'] if row else None
+
+
+def alter_password(ident, password):
+    """ALTER ROLE ... PASSWORD, composed for set_password."""
+    return sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(ident, password)
+
+
+def set_password(db, statement, role, password):
+    """Run statement(identifier, password literal) with the SCRAM secret of password, recorded masked.
+
+    statement composes e.g. CREATE ROLE {} ... PASSWORD {}; in check mode the mask is sent nowhere.
+    """
+    ident = sql.Identifier(role)
+    secret = MASK if db.check_mode else scram_secret(db.conn, role, password)
+    db.run(statement(ident, sql.Literal(secret)), shown=statement(ident, sql.Literal(MASK)))
+
+
+def check_password(module, password):
+    """Fail unless password can be set (not empty, no NUL character)."""
+    if not password or '\x00' in password:
+        module.fail_json(msg='password must not be empty nor contain NUL characters')
+
+
+def terminate_role_sessions(db, role):
+    """End the sessions of role (other than ours), waiting up to 5 s for each; returns how many."""
+    count = db.row("SELECT count(*) AS n FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
+                   (role,))['n']
+    if count:
+        db.run("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+               "WHERE usename = %s AND pid <> pg_backend_pid()", (role,))
+    return count

@@ -113,9 +113,10 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
-    MASK,
     Executor,
+    alter_password,
     check_object_name,
+    check_password,
     connect,
     ensure_psycopg,
     error_text,
@@ -123,9 +124,10 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     locate_instance,
     login_argument_spec,
     psycopg,
-    scram_secret,
     scram_secret_matches,
+    set_password,
     sql,
+    stored_secret,
 )
 
 ADMIN_ROLES = ('pg_read_all_data', 'pg_write_all_data', 'pg_monitor', 'pg_signal_backend')
@@ -139,28 +141,8 @@ FROM pg_roles r WHERE rolname = %s
 """
 
 
-def stored_secret(db, user):
-    """pg_authid.rolpassword of user, or None when the login user may not read it."""
-    try:
-        row = db.row("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,))
-    except psycopg.errors.InsufficientPrivilege:
-        return None
-    return row['rolpassword'] if row else None
-
-
 def create_role(ident, password):
     return sql.SQL("CREATE ROLE {} WITH LOGIN NOSUPERUSER CREATEDB CREATEROLE PASSWORD {}").format(ident, password)
-
-
-def alter_password(ident, password):
-    return sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(ident, password)
-
-
-def set_password(db, statement, user, password):
-    """Run statement(identifier, password) with the SCRAM secret of password, recorded masked."""
-    ident = sql.Identifier(user)
-    secret = MASK if db.check_mode else scram_secret(db.conn, user, password)
-    db.run(statement(ident, sql.Literal(secret)), shown=statement(ident, sql.Literal(MASK)))
 
 
 def manage(module, db):
@@ -206,8 +188,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     ensure_psycopg(module)
     check_object_name(module, 'user', module.params['user'])
-    if not module.params['password'] or '\x00' in module.params['password']:
-        module.fail_json(msg='password must not be empty nor contain NUL characters')
+    check_password(module, module.params['password'])
     inst = locate_instance(module)
 
     with connect(module, inst) as conn:

@@ -27,6 +27,21 @@ options:
     type: str
     default: present
     choices: [present, absent]
+  if_exists:
+    description:
+      - What O(state=present) does when the database already exists.
+      - V(update) brings it to the requested owner and connect restriction (idempotent).
+      - V(fail) fails with the message C(The database already exists) and changes nothing.
+    type: str
+    default: update
+    choices: [update, fail]
+  if_absent:
+    description:
+      - What O(state=absent) does when the database does not exist.
+      - V(ignore) succeeds without change; V(fail) fails with the message C(The database does not exist).
+    type: str
+    default: ignore
+    choices: [ignore, fail]
   owner:
     description:
       - Role owning the database; it must exist. An existing database owned by another role is given
@@ -167,6 +182,8 @@ WHERE d.datname = %s AND a.privilege_type = 'CONNECT'
 """
 LOCALE_CLAUSES = (('locale', sql.SQL("LOCALE {}")), ('lc_collate', sql.SQL("LC_COLLATE {}")),
                   ('lc_ctype', sql.SQL("LC_CTYPE {}"))) if sql else ()
+EXISTS_MESSAGE = 'The database already exists'
+ABSENT_MESSAGE = 'The database does not exist'
 TERMINATE = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
              "WHERE datname = %s AND pid <> pg_backend_pid()")
 
@@ -219,10 +236,11 @@ def present(module, db):
     params = module.params
     name, owner = params['name'], params['owner']
     ident = sql.Identifier(name)
+    current = db.row(DATABASE, (name,))
+    if current is not None and params['if_exists'] == 'fail':
+        module.fail_json(msg=EXISTS_MESSAGE, queries=db.queries)
     if owner and db.row("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)) is None:
         module.fail_json(msg='Role %r (owner) does not exist' % owner, queries=db.queries)
-
-    current = db.row(DATABASE, (name,))
     if current is None:
         create(module, db, ident)
         new_owner = owner or db.row("SELECT current_user AS name")['name']
@@ -249,7 +267,10 @@ def present(module, db):
 
 def absent(module, db):
     name = module.params['name']
-    if db.row("SELECT 1 FROM pg_database WHERE datname = %s", (name,)) is not None:
+    exists = db.row("SELECT 1 FROM pg_database WHERE datname = %s", (name,)) is not None
+    if not exists and module.params['if_absent'] == 'fail':
+        module.fail_json(msg=ABSENT_MESSAGE, queries=db.queries)
+    if exists:
         db.run(TERMINATE, (name,))
         force = sql.SQL(" WITH (FORCE)") if db.conn.info.server_version >= 130000 else sql.SQL("")
         db.run(sql.SQL("DROP DATABASE {}{}").format(sql.Identifier(name), force))
@@ -262,6 +283,8 @@ def main():
     argument_spec.update(
         name=dict(type='str', required=True),
         state=dict(type='str', default='present', choices=['present', 'absent']),
+        if_exists=dict(type='str', default='update', choices=['update', 'fail']),
+        if_absent=dict(type='str', default='ignore', choices=['ignore', 'fail']),
         owner=dict(type='str'),
         encoding=dict(type='str', default='UTF8'),
         locale=dict(type='str'),

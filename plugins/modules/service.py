@@ -110,22 +110,14 @@ commands:
   sample: ["/usr/lib/postgresql/15/bin/pg_ctl restart -D /etc/postgresql/15/tenant1 -w -t 60 -m fast -l /var/log/postgresql/postgresql-15-tenant1.log"]
 '''
 
-import os
-import shlex
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
-    SYSTEMD_RUN_DIR,
     accepting_connections,
+    change_run_state,
     ensure_psycopg,
     instance_argument_spec,
-    instance_owner,
     instance_state,
     locate_instance,
-    log_size,
-    log_tail,
-    pg_ctl_options,
-    run_as_owner,
 )
 
 
@@ -139,36 +131,6 @@ def planned_action(state, current):
     if state == 'restarted':
         return 'restart' if running else 'start'
     return 'reload' if running else None
-
-
-def ensure_socket_dir(inst):
-    """Create a missing socket directory as the Debian packaging does (tmpfiles.d)."""
-    if os.path.isdir(inst.socket_dir) or os.geteuid() != 0:
-        return
-    owner = instance_owner(inst)
-    os.makedirs(inst.socket_dir, mode=0o2775)
-    os.chown(inst.socket_dir, owner.pw_uid, owner.pw_gid)
-    os.chmod(inst.socket_dir, 0o2775)
-
-
-def act(module, inst, action):
-    """Run the action; returns (argv, rc, output)."""
-    timeout = module.params['timeout']
-    if os.path.isdir(SYSTEMD_RUN_DIR):
-        argv = [module.get_bin_path('systemctl', required=True), action, inst.systemd_unit]
-        rc, out, err = module.run_command(argv)
-        return argv, rc, out + err
-    argv = [os.path.join(inst.bindir, 'pg_ctl'), action, '-D', inst.conf_dir]
-    if action != 'reload':
-        argv += ['-w', '-t', str(timeout)]
-    if action in ('stop', 'restart'):
-        argv += ['-m', 'fast']
-    if action in ('start', 'restart'):
-        ensure_socket_dir(inst)
-        argv += ['-l', inst.log_file]
-    argv += pg_ctl_options(inst)
-    rc, out, err = run_as_owner(inst, argv, timeout=timeout + 30)
-    return argv, rc, out + err
 
 
 def main():
@@ -189,20 +151,7 @@ def main():
         result.update(state=current, accepting_connections=accepting_connections(inst))
         module.exit_json(**result)
 
-    offset = log_size(inst)
-    argv, rc, output = act(module, inst, action)
-    result['commands'].append(shlex.join(argv))
-    observed = instance_state(inst)
-    result['accepting_connections'] = accepting_connections(inst)
-    wanted = 'stopped' if state == 'stopped' else 'started'
-    if rc != 0 or observed != wanted:
-        msg = '%s of instance %s failed (rc=%d, now %s): %s' % (action, inst.name, rc, observed, output.strip())
-        lines = log_tail(inst, offset)
-        if lines:
-            msg += '\nLast lines of %s:\n%s' % (inst.log_file, '\n'.join(lines))
-        result['state'] = 'error'
-        module.fail_json(msg=msg, **result)
-    result['state'] = observed
+    result['state'] = change_run_state(module, inst, action, result, timeout=module.params['timeout'])
     module.exit_json(**result)
 
 

@@ -43,10 +43,49 @@ class Result(dict):
     raw = ''
 
 
-class AnsibleRunner:
-    """Runs one dbaas.postgresql module as the task of a generated playbook.
+def write_secret_vars(path, data):
+    """A vars file only its owner can read (what the API hands ansible-runner for secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as out:
+        json.dump(data, out)
 
-    The result is read from the file the test callback plugin tmod_results writes.
+
+class PlaybookRun:
+    """One ansible-playbook run: task results, per-host stats, the pgdbaas report, the whole output."""
+
+    def __init__(self, rc, data, raw):
+        self.rc = rc
+        self.results = data.get('results', [])
+        self.stats = data.get('stats', {}).get('localhost', {})
+        self.report = data.get('custom', {}).get('_run', {}).get('pgdbaas', {}).get('hosts', {}).get('localhost', {})
+        self.raw = raw
+
+    @property
+    def failed(self):
+        return self.rc != 0
+
+    @property
+    def changed(self):
+        """Number of tasks that changed something (ansible's recap)."""
+        return self.stats.get('changed', 0)
+
+    @property
+    def msg(self):
+        """Message of the failed task."""
+        failures = [r for r in self.results if r['_status'] == 'failed']
+        return failures[-1].get('msg') if failures else None
+
+    def task(self, name):
+        """Result of the task named name (the last run of it)."""
+        found = [r for r in self.results if r['_task'] == name]
+        assert found, 'no task %r in %s' % (name, [r['_task'] for r in self.results])
+        return found[-1]
+
+
+class AnsibleRunner:
+    """Runs ansible-playbook with the tmod_results callback, which writes what happened to a file.
+
+    Secrets go through a 0600 vars file (-e @file), deleted after the run, never on the command line.
     """
 
     def __init__(self, workdir: Path):
@@ -56,25 +95,15 @@ class AnsibleRunner:
         self.inventory.write_text('localhost ansible_connection=local ansible_python_interpreter=%s\n'
                                   % sys.executable)
 
-    def __call__(self, module, args, secrets=None, check=False):
-        """Run dbaas.postgresql.<module> with args; secrets go through a 0600 vars file, not argv."""
+    def run(self, playbook, extra_vars=None, secrets=None, inventory=None):
+        """Run a playbook file; returns a PlaybookRun."""
         self.count += 1
-        task_args = dict(args)
-        extra_vars = {}
-        for key, value in (secrets or {}).items():
-            extra_vars['tmod_secret_' + key] = value
-            task_args[key] = '{{ tmod_secret_%s }}' % key
-        playbook = self.workdir / ('play%d.yml' % self.count)
-        playbook.write_text(json.dumps([{
-            'hosts': 'localhost', 'gather_facts': False,
-            'tasks': [{'name': 'module', 'dbaas.postgresql.' + module: task_args, 'check_mode': check}],
-        }]))
-        argv = [str(BIN / 'ansible-playbook'), '-i', str(self.inventory), str(playbook)]
-        varsfile = self.workdir / ('vars%d.json' % self.count)
+        argv = [str(BIN / 'ansible-playbook'), '-i', str(inventory or self.inventory), str(playbook)]
         if extra_vars:
-            fd = os.open(varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, 'w') as out:
-                json.dump(extra_vars, out)
+            argv += ['-e', json.dumps(extra_vars)]
+        varsfile = self.workdir / ('vars%d.json' % self.count)
+        if secrets:
+            write_secret_vars(varsfile, secrets)
             argv += ['-e', '@%s' % varsfile]
         results_file = self.workdir / ('results%d.json' % self.count)
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
@@ -82,23 +111,65 @@ class AnsibleRunner:
                    TMOD_RESULTS_FILE=str(results_file), ANSIBLE_RETRY_FILES_ENABLED='0',
                    ANSIBLE_LOCALHOST_WARNING='0')
         try:
-            proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+            proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
                                   stdin=subprocess.DEVNULL, check=False)
         finally:
             varsfile.unlink(missing_ok=True)
         try:
             raw = results_file.read_text()
-            result = Result(json.loads(raw)[0])
-        except (OSError, ValueError, IndexError):
+            data = json.loads(raw)
+        except (OSError, ValueError):
             raise AssertionError('ansible-playbook gave no result (rc=%d):\n%s\n%s'
                                  % (proc.returncode, proc.stdout, proc.stderr)) from None
-        result.raw = raw + proc.stdout + proc.stderr
+        return PlaybookRun(proc.returncode, data, raw + proc.stdout + proc.stderr)
+
+    def __call__(self, module, args, secrets=None, check=False):
+        """Run dbaas.postgresql.<module> with args as the one task of a generated playbook.
+
+        secrets: module options passed through the 0600 vars file. Returns the module's result.
+        """
+        task_args = dict(args)
+        extra_vars = {}
+        for key, value in (secrets or {}).items():
+            extra_vars['tmod_secret_' + key] = value
+            task_args[key] = '{{ tmod_secret_%s }}' % key
+        playbook = self.workdir / ('play%d.yml' % (self.count + 1))
+        playbook.write_text(json.dumps([{
+            'hosts': 'localhost', 'gather_facts': False,
+            'tasks': [{'name': 'module', 'dbaas.postgresql.' + module: task_args, 'check_mode': check}],
+        }]))
+        run = self.run(playbook, secrets=extra_vars)
+        if not run.results:
+            raise AssertionError('ansible-playbook ran no task (rc=%d):\n%s' % (run.rc, run.raw))
+        result = Result(run.results[0])
+        result.raw = run.raw
         return result
 
 
 @pytest.fixture(scope='module')
 def run_module(tmp_path_factory):
     return AnsibleRunner(tmp_path_factory.mktemp('ansible'))
+
+
+@pytest.fixture(scope='module')
+def playbooks(run_module):
+    """playbooks(inst) -> a PlaybookRunner for that instance."""
+    return lambda inst: PlaybookRunner(run_module, inst)
+
+
+class PlaybookRunner:
+    """Runs the collection's playbooks (playbooks/<name>.yml) on this machine, as the API does."""
+
+    def __init__(self, runner, inst):
+        self.runner = runner
+        self.inst = inst
+
+    def __call__(self, name, secrets=None, **extra_vars):
+        """Run playbooks/<name>.yml for the instance with extra_vars; secrets in a 0600 vars file."""
+        extra_vars = dict(pg_hosts='localhost', pg_version=self.inst.version, pg_cluster=self.inst.cluster,
+                          **extra_vars)
+        return self.runner.run(REPO / 'playbooks' / (name + '.yml'), extra_vars, secrets,
+                               inventory=self.runner.inventory)
 
 
 class PgInstance:

@@ -6,6 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.dbaas.postgresql.plugins.module_utils.extensions import (
+    contrib_link,
+    describe,
+    library_file,
+    parse_apt_policy,
+    parse_dpkg_search,
+    split_list,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import parse_conf
 
 
@@ -45,3 +53,39 @@ def test_missing_include_is_an_error(tmp_path):
     conf = write(tmp_path / 'postgresql.conf', "include = 'nowhere.conf'\n")
     with pytest.raises(OSError):
         parse_conf(conf)
+
+
+def test_apt_policy_output_is_parsed():
+    text = ('postgresql-15-cron:\n  Installed: (none)\n  Candidate: 1.4.2-2+b1\n  Version table:\n'
+            '     1.4.2-2+b1 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n'
+            'postgresql-contrib:\n  Installed: 15+248+deb12u1\n  Candidate: 15+248+deb12u1\n'
+            'postgresql-15-gone:\n  Installed: (none)\n  Candidate: (none)\n')
+    assert parse_apt_policy(text) == {'postgresql-15-cron': (False, True), 'postgresql-contrib': (True, True),
+                                      'postgresql-15-gone': (False, False)}
+
+
+def test_dpkg_search_output_is_parsed():
+    text = ('postgresql-15-ip4r: /usr/share/postgresql/15/extension/ip4r.control\n'
+            'a, b: /usr/share/postgresql/15/extension/shared.control\n'
+            'dpkg-query: no path found matching pattern /nowhere.control\n')
+    assert parse_dpkg_search(text) == {'/usr/share/postgresql/15/extension/ip4r.control': 'postgresql-15-ip4r',
+                                       '/usr/share/postgresql/15/extension/shared.control': 'a'}
+
+
+def test_extension_descriptions():
+    assert split_list(' pg_stat_statements, "pg_cron" ,,') == ['pg_stat_statements', 'pg_cron']
+    assert library_file('/usr/lib/postgresql/15/lib', '$libdir/pg_cron') == '/usr/lib/postgresql/15/lib/pg_cron.so'
+    assert library_file('/lib', '/opt/x.so') == '/opt/x.so'
+    names = ('pg_trgm', 'pg_stat_statements', 'btree_gin', 'hstore', 'uuid-ossp', 'moddatetime')
+    links = {name: contrib_link(name, '15') for name in names}
+    assert links == {'pg_trgm': 'https://www.postgresql.org/docs/15/pgtrgm.html',
+                     'pg_stat_statements': 'https://www.postgresql.org/docs/15/pgstatstatements.html',
+                     'btree_gin': 'https://www.postgresql.org/docs/15/btree-gin.html',
+                     'hstore': 'https://www.postgresql.org/docs/15/hstore.html',
+                     'uuid-ossp': 'https://www.postgresql.org/docs/15/uuid-ossp.html',
+                     'moddatetime': 'https://www.postgresql.org/docs/15/contrib-spi.html'}
+    cron = describe('pg_cron', '16')
+    assert cron['package'] == 'postgresql-16-cron' and cron['preload_library'] == 'pg_cron'
+    assert describe('pg_stat_statements', '15')['package'] == 'postgresql-contrib'
+    assert describe('pg_stat_statements', '15')['preload_library'] == 'pg_stat_statements'
+    assert describe('nosuchext', '15') is None

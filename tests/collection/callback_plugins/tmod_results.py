@@ -1,6 +1,8 @@
 # Copyright: pgdbaas contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Test helper: write every task result of a playbook run, as JSON, to $TMOD_RESULTS_FILE."""
+"""Test helper: write the task results, the per-host stats and the set_stats data of a playbook run,
+as JSON, to $TMOD_RESULTS_FILE: {"results": [...], "stats": {host: {ok, changed, ...}}, "custom": {...}}.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class CallbackModule(CallbackBase):
         record = json.loads(self._dump_results(result.result))
         record['failed'] = status == 'failed'
         record['_status'] = status
+        record['_task'] = result.task_name
         self.results.append(record)
 
     def v2_runner_on_ok(self, result):
@@ -47,5 +50,7 @@ class CallbackModule(CallbackBase):
         self._record(result, 'unreachable')
 
     def v2_playbook_on_stats(self, stats):
+        data = dict(results=self.results, stats={host: stats.summarize(host) for host in stats.processed},
+                    custom=stats.custom)
         with open(os.environ['TMOD_RESULTS_FILE'], 'w') as out:
-            json.dump(self.results, out)
+            json.dump(data, out)

@@ -1,0 +1,543 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgdbaas contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: extension
+short_description: List, create or drop the extensions of a database of a PostgreSQL instance
+description:
+  - V(listed) reports the extensions a database of one instance of the Debian multi-instance layout
+    can have - those whose files are installed (C(pg_available_extensions)) and those of a curated
+    catalog of well-known third-party extensions packaged by Debian (C(pg_cron), C(pgaudit),
+    C(postgis), C(pg_repack), C(hypopg), C(pg_partman), C(vector), C(pg_wait_sampling), ...) whose
+    package apt can install - with the Debian package providing each, whether it needs a library
+    in C(shared_preload_libraries), and a documentation link.
+  - V(present) creates the extensions in O(database). The module does not install packages; an
+    extension whose files are not installed makes it fail (install the package first, e.g. with
+    M(ansible.builtin.apt); RV(extensions[].package) of V(listed) names it).
+  - An extension that needs a library in C(shared_preload_libraries) (C(pg_cron), C(pgaudit),
+    C(pg_stat_statements), ...) gets it added to the configured list, keeping the existing entries
+    (C(ALTER SYSTEM SET shared_preload_libraries)); C(pg_cron) also gets C(cron.database_name) set to
+    O(database) (the one database of the instance where it runs its jobs). When the running server
+    has not loaded the library, or runs with another value of such a setting, the instance is
+    restarted (C(pg_ctl restart -m fast), as M(dbaas.postgresql.service) does), which ends every
+    session, once for all the extensions of the task.
+  - Then C(CREATE EXTENSION IF NOT EXISTS ... CASCADE) (which creates the extensions it requires),
+    with C(VERSION) when O(extension_version) is given; an extension installed at another version than
+    O(extension_version) is updated (C(ALTER EXTENSION ... UPDATE TO)).
+  - V(absent) drops the extensions (C(DROP EXTENSION)); their libraries stay in
+    C(shared_preload_libraries).
+options:
+  database:
+    description:
+      - Database whose extensions are listed, created or dropped.
+    type: str
+    default: postgres
+  name:
+    description:
+      - Names of the extensions.
+      - With O(state=listed), the extensions to report on (each is reported, known or not); when
+        omitted, every extension available or installable.
+      - Required with O(state=present) and O(state=absent).
+    type: list
+    elements: str
+  extension_version:
+    description:
+      - Version to create, or to update an installed extension to. Only with a single O(name) and
+        O(state=present); it must be one of the versions the installed files provide.
+      - When omitted, a new extension gets its default version and an installed one is left as it is.
+      - (O(version) is the major version of the instance, as in the other modules.)
+    type: str
+  state:
+    description:
+      - V(listed) only reads (never changes anything); V(present) and V(absent) are described above.
+      - When omitted, V(present) when O(name) is given, V(listed) otherwise.
+    type: str
+    choices: [present, absent, listed]
+  cascade:
+    description:
+      - With O(state=absent), also drop the objects that depend on the extensions (C(DROP EXTENSION
+        ... CASCADE)). Without it, an extension other objects depend on is not dropped (the module fails).
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Seconds to wait for the instance to restart (C(pg_ctl -t)).
+    type: int
+    default: 60
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - dbaas.postgresql.instance
+  - dbaas.postgresql.instance.login
+attributes:
+  check_mode:
+    description: Reports what would change, the statements that would run and whether the instance would restart.
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Whether a catalog package can be installed and whether a package is installed is read with one
+    C(apt-cache policy) call for all the packages of interest; the owner of other installed extensions
+    with one C(dpkg-query -S) call. Without these programs the catalog extensions that are not
+    installed are left out.
+  - Run as root (the restart runs C(pg_ctl) as the owner of the instance).
+author:
+  - pgdbaas contributors (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: What can database app of instance 15/tenant1 have?
+  dbaas.postgresql.extension:
+    cluster: tenant1
+    database: app
+    state: listed
+  register: available
+
+- name: Report on two extensions only
+  dbaas.postgresql.extension:
+    cluster: tenant1
+    database: app
+    name: [pg_cron, nosuchext]
+    state: listed
+  register: wanted
+
+- name: Install the package of pg_cron
+  ansible.builtin.apt:
+    name: postgresql-15-cron
+    update_cache: true
+    cache_valid_time: 3600
+
+- name: Create pg_cron and pg_trgm in app (restarts the instance to preload pg_cron)
+  dbaas.postgresql.extension:
+    cluster: tenant1
+    database: app
+    name: [pg_cron, pg_trgm]
+
+- name: Update hstore to a given version
+  dbaas.postgresql.extension:
+    cluster: tenant1
+    database: app
+    name: [hstore]
+    extension_version: '1.8'
+'''
+
+RETURN = r'''
+extensions:
+  description:
+    - With O(state=listed), the extensions (sorted by name, or in the order of O(name)).
+    - Otherwise the result for each extension of O(name).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the extension.
+      type: str
+    available:
+      description: (listed) Whether its files are installed (it is in C(pg_available_extensions)).
+      type: bool
+    installable:
+      description: (listed) Whether it is available or its package can be installed with apt.
+      type: bool
+    default_version:
+      description: (listed) Version C(CREATE EXTENSION) installs; null when not available.
+      type: str
+    installed_version:
+      description: (listed) Version created in O(database); null when not created there.
+      type: str
+    comment:
+      description: (listed) Description of the extension.
+      type: str
+    preload_library:
+      description: Library it needs in C(shared_preload_libraries), or null.
+      type: str
+    requires_restart:
+      description:
+        - (listed) Whether creating it needs a restart of the instance now, because the running server has
+          not loaded its C(preload_library).
+      type: bool
+    package:
+      description:
+        - (listed) Debian package providing it (C(postgresql-<major>-cron), ...), C(postgresql-contrib) for the
+          extensions of the PostgreSQL source tree, null when unknown.
+      type: str
+    package_installed:
+      description: (listed) Whether that package is installed.
+      type: bool
+    link:
+      description:
+        - (listed) Documentation - C(https://www.postgresql.org/docs/<major>/<page>.html) for the extensions of
+          the source tree, the project page of the others; null when unknown.
+      type: str
+    reason:
+      description:
+        - '(listed) When not installable, why, e.g. C(extension "nosuchext" is not available: no PostgreSQL package
+          provides it); null otherwise.'
+      type: str
+    database:
+      description: (present, absent) The database.
+      type: str
+    state:
+      description: (present, absent) State of the extension afterwards (in check mode, would be).
+      type: str
+    version:
+      description: (present, absent) Version created afterwards (null when absent or, in check mode, not created yet).
+      type: str
+    previous_version:
+      description: (present, absent) Version created before (null when absent).
+      type: str
+    created:
+      description: (present) Whether it was created.
+      type: bool
+    updated:
+      description: (present) Whether it was updated to O(extension_version).
+      type: bool
+    dropped:
+      description: (absent) Whether it was dropped.
+      type: bool
+    restarted:
+      description: (present) Whether the instance was restarted for this extension.
+      type: bool
+  sample:
+    - name: pg_cron
+      available: true
+      installable: true
+      default_version: '1.4-1'
+      installed_version: null
+      comment: Job scheduler for PostgreSQL
+      preload_library: pg_cron
+      requires_restart: true
+      package: postgresql-15-cron
+      package_installed: true
+      link: https://github.com/citusdata/pg_cron
+      reason: null
+state:
+  description: The state acted on (V(listed) when O(state) and O(name) were omitted).
+  returned: always
+  type: str
+  sample: listed
+database:
+  description: The database.
+  returned: always
+  type: str
+  sample: app
+restarted:
+  description: Whether the instance was restarted (would be, in check mode).
+  returned: always
+  type: bool
+  sample: false
+queries:
+  description: Statements run (or, in check mode, that would run).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - ALTER SYSTEM SET shared_preload_libraries = 'pg_cron'
+    - ALTER SYSTEM SET "cron"."database_name" = 'app'
+    - CREATE EXTENSION IF NOT EXISTS "pg_cron" CASCADE
+commands:
+  description: Commands run (the restart; in check mode, none).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/usr/lib/postgresql/15/bin/pg_ctl restart -D /etc/postgresql/15/tenant1 -w -t 60 -m fast -l /var/log/postgresql/postgresql-15-tenant1.log"]
+'''
+
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.extensions import (
+    CATALOG,
+    DATABASE,
+    describe,
+    library_file,
+    parse_apt_policy,
+    parse_dpkg_search,
+    split_list,
+)
+from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
+    BIN_ROOT,
+    Executor,
+    change_run_state,
+    check_object_name,
+    connect,
+    ensure_psycopg,
+    error_text,
+    instance_argument_spec,
+    locate_instance,
+    login_argument_spec,
+    psycopg,
+    sql,
+)
+
+AVAILABLE = """
+SELECT a.name, a.default_version, a.installed_version, a.comment
+FROM pg_available_extensions a ORDER BY a.name
+"""
+INSTALLED = "SELECT extversion AS version FROM pg_extension WHERE extname = %s"
+NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$')
+
+
+def server_dir(db, inst, name, fallback):
+    """SHAREDIR or PKGLIBDIR of the server (pg_config view, superusers only), else the Debian path."""
+    try:
+        row = db.row("SELECT setting FROM pg_config WHERE name = %s", (name,))
+    except psycopg.errors.InsufficientPrivilege:
+        row = None
+    return row['setting'] if row else fallback
+
+
+def apt_policy(module, packages):
+    """{package: (installed, installable)} with one apt-cache policy call; {} without apt-cache."""
+    apt_cache = module.get_bin_path('apt-cache')
+    if not apt_cache or not packages:
+        return {}
+    dummy, out, dummy = module.run_command([apt_cache, 'policy'] + sorted(packages),
+                                           environ_update=dict(LANG='C', LC_ALL='C'))
+    return parse_apt_policy(out)
+
+
+def dpkg_owners(module, paths):
+    """{path: package} with one dpkg-query -S call; {} without dpkg-query."""
+    dpkg_query = module.get_bin_path('dpkg-query')
+    if not dpkg_query or not paths:
+        return {}
+    dummy, out, dummy = module.run_command([dpkg_query, '-S'] + sorted(paths),
+                                           environ_update=dict(LANG='C', LC_ALL='C'))
+    return parse_dpkg_search(out)
+
+
+def unavailable_reason(name, package, policy):
+    if package is None:
+        return 'extension "%s" is not available: no PostgreSQL package provides it' % name
+    if package not in policy:
+        return ('extension "%s" is not available: its package %s is not known to apt (apt-cache policy)'
+                % (name, package))
+    return 'extension "%s" is not available: apt cannot install its package %s (no candidate)' % (name, package)
+
+
+def listed(module, inst, db):
+    major = inst.version
+    names = module.params['name']
+    available = {row['name']: row for row in db.rows(AVAILABLE)}
+    running = split_list(db.row("SELECT current_setting('shared_preload_libraries') AS v")['v'])
+    if names is None:
+        names = sorted(set(available) | set(CATALOG))
+    known = {name: describe(name, major) for name in names}
+
+    # Owners of the installed extensions neither in the catalog nor in the source tree.
+    others = [name for name in names if name in available and known[name] is None]
+    sharedir = server_dir(db, inst, 'SHAREDIR', os.path.join('/usr/share/postgresql', major))
+    controls = {name: os.path.join(sharedir, 'extension', name + '.control') for name in others}
+    owners = dpkg_owners(module, list(controls.values()))
+    packages = {name: owners.get(controls[name]) for name in others}
+    packages.update((name, info['package']) for name, info in known.items() if info)
+    policy = apt_policy(module, {p for p in packages.values() if p})
+
+    extensions = []
+    for name in names:
+        row, info, package = available.get(name), known[name] or {}, packages.get(name)
+        installed, candidate = policy.get(package, (False, False))
+        installable = row is not None or candidate
+        if not installable and module.params['name'] is None:
+            continue  # the full list shows what can be had
+        preload = info.get('preload_library')
+        extensions.append(dict(
+            name=name, available=row is not None, installable=installable,
+            default_version=row['default_version'] if row else None,
+            installed_version=row['installed_version'] if row else None,
+            comment=row['comment'] if row else info.get('comment'),
+            preload_library=preload, requires_restart=bool(preload) and preload not in running,
+            package=package, package_installed=installed, link=info.get('link'),
+            reason=None if installable else unavailable_reason(name, package, policy)))
+    return dict(extensions=extensions, restarted=False, commands=[])
+
+
+def plan_preload(module, inst, db, names):
+    """ALTER SYSTEM statements the extensions need, and whether the server must restart.
+
+    Returns (statements, restart_for) where restart_for is the set of names needing the restart.
+    """
+    database = module.params['database']
+    pkglibdir = server_dir(db, inst, 'PKGLIBDIR', os.path.join(BIN_ROOT, inst.version, 'lib'))
+    configured = split_list(inst.settings.get('shared_preload_libraries', ''))
+    running = split_list(db.row("SELECT current_setting('shared_preload_libraries') AS v")['v'])
+    merged = list(configured)
+    settings = {}
+    restart_for = set()
+    for name in names:
+        info = describe(name, inst.version) or {}
+        library = info.get('preload_library')
+        if not library:
+            continue
+        if not os.path.isfile(library_file(pkglibdir, library)):
+            module.fail_json(msg='extension "%s" needs library %s in shared_preload_libraries, which is not '
+                             'installed (%s)' % (name, library, library_file(pkglibdir, library)))
+        if library not in merged:
+            merged.append(library)
+        if library not in running:
+            restart_for.add(name)
+        for setting, value in info.get('settings', {}).items():
+            value = database if value is DATABASE else value
+            check_single_database(module, inst, db, name, setting, value)
+            settings[setting] = value
+            current = db.row("SELECT current_setting(%s, true) AS v", (setting,))['v']
+            if current != value:
+                restart_for.add(name)
+
+    statements = []  # (statement, setting it needs defined in the session)
+    if merged != configured:
+        statements.append((sql.SQL("ALTER SYSTEM SET shared_preload_libraries = {}").format(
+            sql.SQL(', ').join(map(sql.Literal, merged))), None))
+    for setting, value in sorted(settings.items()):
+        if inst.settings.get(setting.lower()) != value:
+            statements.append((sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(*setting.split('.')),
+                                                                          sql.Literal(value)), (setting, value)))
+    return statements, restart_for
+
+
+def check_single_database(module, inst, db, name, setting, value):
+    """An extension running in one database per instance (pg_cron) cannot move while created elsewhere."""
+    current = db.row("SELECT current_setting(%s, true) AS v", (setting,))['v']
+    if not current or current == value:
+        return
+    if db.row("SELECT 1 FROM pg_database WHERE datname = %s AND datallowconn", (current,)) is None:
+        return
+    with connect(module, inst, current) as conn:
+        if Executor(conn).row(INSTALLED, (name,)) is not None:
+            module.fail_json(msg='extension "%s" runs in one database per instance (%s) and is created in '
+                             'database "%s": drop it there first' % (name, setting, current))
+
+
+def present(module, inst, db, queries, result):
+    params = module.params
+    names, version = params['name'], params['extension_version']
+    # Everything is checked before anything changes.
+    available = {row['name']: row for row in db.rows(AVAILABLE)}
+    for name in names:
+        if name not in available:
+            info = describe(name, inst.version)
+            package = info['package'] if info else None
+            module.fail_json(msg='extension "%s" is not available on instance %s: %s' % (
+                name, inst.name, 'install package %s first' % package if package
+                else 'no PostgreSQL package provides it'), queries=queries, **result)
+    if version and db.row("SELECT 1 FROM pg_available_extension_versions WHERE name = %s AND version = %s",
+                          (names[0], version)) is None:
+        module.fail_json(msg='extension "%s" has no version %s on instance %s' % (names[0], version, inst.name),
+                         queries=queries, **result)
+    statements, restart_for = plan_preload(module, inst, db, names)
+
+    for statement, placeholder in statements:
+        if placeholder:
+            # Before PostgreSQL 17, ALTER SYSTEM only accepts a setting of a library the server has
+            # not loaded yet (cron.database_name) once the session defines it as a placeholder.
+            db.row("SELECT set_config(%s, %s, false)", placeholder)
+        db.run(statement)
+    if restart_for:
+        result['restarted'] = True
+        if not module.check_mode:
+            db.conn.close()
+            result['changed'] = True
+            change_run_state(module, inst, 'restart', result, timeout=params['timeout'])
+            result.pop('accepting_connections', None)
+            db = Executor(connect(module, inst, params['database']), queries=queries)
+            loaded = split_list(db.row("SELECT current_setting('shared_preload_libraries') AS v")['v'])
+            missing = [describe(n, inst.version)['preload_library'] for n in sorted(restart_for)]
+            missing = [library for library in missing if library not in loaded]
+            if missing:
+                module.fail_json(msg='instance %s restarted without loading %s' % (inst.name, ', '.join(missing)),
+                                 queries=queries, **result)
+
+    extensions = []
+    for name in names:
+        row = db.row(INSTALLED, (name,))
+        before = row['version'] if row else None
+        ident = sql.Identifier(name)
+        entry = dict(name=name, database=params['database'], state='present', previous_version=before,
+                     created=False, updated=False, restarted=name in restart_for,
+                     preload_library=(describe(name, inst.version) or {}).get('preload_library'))
+        if before is None:
+            statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(ident)
+            if version:
+                statement += sql.SQL(" VERSION {}").format(sql.Literal(version))
+            db.run(statement + sql.SQL(" CASCADE"))
+            entry['created'] = True
+        elif version and before != version:
+            db.run(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(ident, sql.Literal(version)))
+            entry['updated'] = True
+        row = db.row(INSTALLED, (name,))
+        entry['version'] = row['version'] if row else None
+        extensions.append(entry)
+    result['extensions'] = extensions
+    return db
+
+
+def absent(module, db):
+    params = module.params
+    extensions = []
+    for name in params['name']:
+        row = db.row(INSTALLED, (name,))
+        entry = dict(name=name, database=params['database'], state='absent', previous_version=row and row['version'],
+                     version=None, dropped=False)
+        if row is not None:
+            statement = sql.SQL("DROP EXTENSION {}").format(sql.Identifier(name))
+            db.run(statement + sql.SQL(" CASCADE") if params['cascade'] else statement)
+            entry['dropped'] = True
+        extensions.append(entry)
+    return dict(extensions=extensions, restarted=False, commands=[])
+
+
+def main():
+    argument_spec = instance_argument_spec()
+    argument_spec.update(login_argument_spec())
+    argument_spec.update(
+        database=dict(type='str', default='postgres'),
+        name=dict(type='list', elements='str'),
+        extension_version=dict(type='str'),
+        state=dict(type='str', choices=['present', 'absent', 'listed']),
+        cascade=dict(type='bool', default=False),
+        timeout=dict(type='int', default=60),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    ensure_psycopg(module)
+    params = module.params
+    state = params['state'] or ('present' if params['name'] else 'listed')
+    check_object_name(module, 'database', params['database'])
+    for name in params['name'] or []:
+        if not NAME_RE.match(name):
+            module.fail_json(msg='extension name %r is not valid' % name)
+    if state != 'listed' and not params['name']:
+        module.fail_json(msg='name is required with state=%s' % state)
+    if params['extension_version'] is not None and (state != 'present' or len(params['name']) != 1):
+        module.fail_json(msg='extension_version needs state=present and a single name')
+    inst = locate_instance(module)
+
+    queries = []
+    result = dict(changed=False, state=state, database=params['database'], restarted=False, commands=[],
+                  extensions=[])
+    conn = connect(module, inst, params['database'])
+    db = Executor(conn, module.check_mode, queries)
+    try:
+        if state == 'listed':
+            result.update(listed(module, inst, db))
+        elif state == 'present':
+            db = present(module, inst, db, queries, result)
+        else:
+            result.update(absent(module, db))
+    except psycopg.Error as exc:
+        module.fail_json(msg='Managing extensions of database %r failed: %s' % (params['database'], error_text(exc)),
+                         queries=queries, **result)
+    finally:
+        db.conn.close()
+    result['changed'] = bool(queries) or bool(result['commands']) or result['restarted']
+    module.exit_json(queries=queries, **result)
+
+
+if __name__ == '__main__':
+    main()

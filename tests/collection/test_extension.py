@@ -1,0 +1,217 @@
+# Copyright: pgdbaas contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""dbaas.postgresql.extension and the playbooks list_extensions and install_extension.
+
+The pg_cron test installs the Debian package postgresql-15-cron through the playbook (apt, from
+Debian's repository) when it is missing, and removes it again at the end in that case.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from psycopg import sql
+
+PORT = 55452
+CRON_PACKAGE = 'postgresql-15-cron'
+AUDIT_PACKAGE = 'postgresql-15-pgaudit'
+HOSTILE_DB = 'ext"; drop table t; --'
+
+
+def package_installed(name):
+    proc = subprocess.run(['dpkg-query', '-W', '-f', '${db:Status-Status}', name], capture_output=True, text=True,
+                          check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == 'installed'
+
+
+@pytest.fixture(scope='module')
+def cron_package():
+    """Removes postgresql-15-cron at the end when the tests installed it (torn down after the instance)."""
+    before = package_installed(CRON_PACKAGE)
+    yield before
+    if not before and package_installed(CRON_PACKAGE):
+        subprocess.run(['apt-get', 'remove', '-y', '-q', CRON_PACKAGE], capture_output=True, check=True,
+                       env={'DEBIAN_FRONTEND': 'noninteractive', 'PATH': '/usr/sbin:/usr/bin:/sbin:/bin'})
+
+
+@pytest.fixture(scope='module')
+def inst(cron_package, make_instance):
+    inst = make_instance('tmodext', PORT)
+    inst.create_sentinel()
+    with inst.connect() as conn:
+        for name in ('app', 'app2', HOSTILE_DB):
+            conn.execute(sql.SQL('CREATE DATABASE {}').format(sql.Identifier(name)))
+    return inst
+
+
+@pytest.fixture(scope='module')
+def play(playbooks, inst):
+    return playbooks(inst)
+
+
+def extension(run_module, inst, check=False, **args):
+    return run_module('extension', dict(inst.args, **args), check=check)
+
+
+def started_at(inst):
+    with inst.connect() as conn:
+        return conn.execute('SELECT pg_postmaster_start_time()').fetchone()[0]
+
+
+def setting(inst, name, dbname='postgres'):
+    with inst.connect(dbname) as conn:
+        return conn.execute('SELECT current_setting(%s, true)', (name,)).fetchone()[0]
+
+
+def installed(inst, dbname, name):
+    with inst.connect(dbname) as conn:
+        row = conn.execute('SELECT extversion FROM pg_extension WHERE extname = %s', (name,)).fetchone()
+    return row[0] if row else None
+
+
+def test_list_extensions(play, inst):
+    run = play('list_extensions', pg_database='app')
+    assert not run.failed, run.msg
+    assert run.changed == 0
+    found = {e['name']: e for e in run.report['extensions_available']}
+    assert found['pg_trgm'] == dict(
+        name='pg_trgm', available=True, installable=True, default_version=found['pg_trgm']['default_version'],
+        installed_version=None, comment=found['pg_trgm']['comment'], preload_library=None,
+        requires_restart=False, package='postgresql-contrib', package_installed=True,
+        link='https://www.postgresql.org/docs/15/pgtrgm.html', reason=None)
+    assert found['plpgsql']['installed_version'] == '1.0'
+    assert found['pg_stat_statements']['preload_library'] == 'pg_stat_statements'
+    assert found['pg_stat_statements']['requires_restart'] is True
+    for name, package, library in (('pg_cron', CRON_PACKAGE, 'pg_cron'), ('pgaudit', AUDIT_PACKAGE, 'pgaudit'),
+                                   ('postgis', 'postgresql-15-postgis-3', None),
+                                   ('pg_repack', 'postgresql-15-repack', None)):
+        assert found[name]['package'] == package and found[name]['preload_library'] == library
+        assert found[name]['installable'] is True and found[name]['link'].startswith('https://')
+    assert found['pg_cron']['requires_restart'] is True
+    assert all(e['installable'] for e in found.values())
+
+
+def test_check_mode_preload_changes_nothing(run_module, inst):
+    before = started_at(inst)
+    result = extension(run_module, inst, check=True, database='app', name=['pg_stat_statements'])
+    assert result['changed'] is True and result['restarted'] is True, result.get('msg')
+    assert result['queries'] == ["ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+                                 'CREATE EXTENSION IF NOT EXISTS "pg_stat_statements" CASCADE']
+    assert result['commands'] == []
+    assert started_at(inst) == before
+    assert setting(inst, 'shared_preload_libraries') == ''
+    assert installed(inst, 'app', 'pg_stat_statements') is None
+
+
+def test_contrib_preload_extension_restarts_once(run_module, inst):
+    before = started_at(inst)
+    result = extension(run_module, inst, database='app', name=['pg_stat_statements'])
+    assert result['changed'] is True and result['restarted'] is True, result.get('msg')
+    assert result['extensions'][0]['restarted'] is True and result['extensions'][0]['created'] is True
+    assert '-m fast' in result['commands'][0]
+    assert started_at(inst) > before
+    with inst.connect('app') as conn:
+        assert conn.execute('SELECT count(*) >= 0 FROM pg_stat_statements').fetchone() == (True,)
+    again = extension(run_module, inst, database='app', name=['pg_stat_statements'])
+    assert again['changed'] is False and again['restarted'] is False and again['queries'] == []
+
+
+def test_contrib_extensions_install_without_restart(play, inst):
+    before = started_at(inst)
+    run = play('install_extension', pg_database='app',
+               pg_extensions=[{'name': 'pg_trgm'}, {'name': 'hstore', 'version': '1.7'}])
+    assert not run.failed, run.msg
+    results = {e['name']: e for e in run.report['extensions']}
+    assert results['pg_trgm']['created'] is True and results['pg_trgm']['restarted'] is False
+    assert results['hstore']['version'] == '1.7' and results['hstore']['restarted'] is False
+    assert run.task('Install the packages of the extensions')['_status'] == 'skipped'
+    assert started_at(inst) == before
+    assert installed(inst, 'app', 'pg_trgm') and installed(inst, 'app', 'hstore') == '1.7'
+    with inst.connect('app') as conn:
+        assert conn.execute("SELECT similarity('postgres', 'postgis') > 0").fetchone() == (True,)
+
+    again = play('install_extension', pg_database='app',
+                 pg_extensions=[{'name': 'pg_trgm'}, {'name': 'hstore', 'version': '1.7'}])
+    assert not again.failed and again.changed == 0
+
+
+def test_update_to_version_and_drop(run_module, inst):
+    result = extension(run_module, inst, database='app', name=['hstore'], extension_version='1.8')
+    assert result['changed'] is True, result.get('msg')
+    assert result['queries'] == ['ALTER EXTENSION "hstore" UPDATE TO \'1.8\'']
+    assert result['extensions'][0]['updated'] is True and result['extensions'][0]['previous_version'] == '1.7'
+    assert installed(inst, 'app', 'hstore') == '1.8'
+    missing = extension(run_module, inst, database='app', name=['hstore'], extension_version='0.1')
+    assert missing['failed'] is True and 'has no version 0.1' in missing['msg']
+
+    dropped = extension(run_module, inst, database='app', name=['hstore'], state='absent')
+    assert dropped['changed'] is True and dropped['queries'] == ['DROP EXTENSION "hstore"']
+    assert installed(inst, 'app', 'hstore') is None
+    again = extension(run_module, inst, database='app', name=['hstore'], state='absent')
+    assert again['changed'] is False
+
+
+def test_unknown_extension_changes_nothing(play, inst):
+    audit_before = package_installed(AUDIT_PACKAGE)
+    before = started_at(inst)
+    run = play('install_extension', pg_database='app', pg_extensions=[{'name': 'pgaudit'}, {'name': 'nosuchext'}])
+    assert run.failed
+    assert run.msg == 'extension "nosuchext" is not available: no PostgreSQL package provides it'
+    assert run.changed == 0
+    assert package_installed(AUDIT_PACKAGE) == audit_before
+    assert started_at(inst) == before
+    assert installed(inst, 'app', 'pgaudit') is None and installed(inst, 'app', 'nosuchext') is None
+
+
+def test_preload_extension_is_usable_after_restart(play, inst, cron_package):
+    before = started_at(inst)
+    run = play('install_extension', pg_database='app', pg_extensions=[{'name': 'pg_cron'}])
+    assert not run.failed, run.msg
+    assert package_installed(CRON_PACKAGE)
+    apt = run.task('Install the packages of the extensions')
+    assert apt['_status'] == ('skipped' if cron_package else 'ok') and apt.get('changed') is not cron_package
+    [result] = run.report['extensions']
+    assert result['name'] == 'pg_cron' and result['created'] is True and result['restarted'] is True
+    assert result['preload_library'] == 'pg_cron'
+    assert started_at(inst) > before
+    # The libraries already configured are kept; pg_cron runs its jobs in database app.
+    assert setting(inst, 'shared_preload_libraries') == 'pg_stat_statements, pg_cron'
+    assert setting(inst, 'cron.database_name') == 'app'
+    with inst.connect('app') as conn:
+        job = conn.execute("SELECT cron.schedule('tmod-job', '*/5 * * * *', 'SELECT 1')").fetchone()[0]
+        assert conn.execute('SELECT schedule FROM cron.job WHERE jobid = %s', (job,)).fetchone() == ('*/5 * * * *',)
+
+    after = started_at(inst)
+    again = play('install_extension', pg_database='app', pg_extensions=[{'name': 'pg_cron'}])
+    assert not again.failed and again.changed == 0, again.msg
+    assert again.task('Install the packages of the extensions')['_status'] == 'skipped'
+    assert again.report['extensions'][0]['restarted'] is False
+    assert started_at(inst) == after
+
+
+def test_pg_cron_stays_in_its_database(run_module, inst):
+    before = started_at(inst)
+    result = extension(run_module, inst, database='app2', name=['pg_cron'])
+    assert result['failed'] is True
+    assert 'is created in database "app"' in result['msg']
+    assert started_at(inst) == before and setting(inst, 'cron.database_name') == 'app'
+    assert installed(inst, 'app2', 'pg_cron') is None
+
+
+@pytest.mark.skipif(package_installed(AUDIT_PACKAGE), reason='needs postgresql-15-pgaudit not installed')
+def test_missing_package_fails_clearly(run_module, inst):
+    result = extension(run_module, inst, database='app', name=['pgaudit'])
+    assert result['failed'] is True
+    assert result['msg'] == ('extension "pgaudit" is not available on instance 15/tmodext: '
+                             'install package postgresql-15-pgaudit first')
+
+
+def test_hostile_database_name(run_module, inst):
+    result = extension(run_module, inst, database=HOSTILE_DB, name=['pg_trgm'])
+    assert result['changed'] is True, result.get('msg')
+    assert installed(inst, HOSTILE_DB, 'pg_trgm')
+    assert inst.sentinel_exists()
+    bad = extension(run_module, inst, database='app', name=['pg_trgm"; drop table t; --'])
+    assert bad['failed'] is True and 'is not valid' in bad['msg']
+    assert inst.sentinel_exists()
