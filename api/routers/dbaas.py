@@ -53,17 +53,22 @@ class DatabasePage(BaseModel):
     database: list[DatabaseOut]
 
 
-class CredentialOut(BaseModel):
+class CredentialItem(BaseModel):
+    """A credential as listed: never with its password."""
+
     links: Links = Field(serialization_alias="_links")
     id: int
     user: str
     database: str
-    password: str | None = Field(default=None, description="only on get, create and reset_password")
+
+
+class CredentialOut(CredentialItem):
+    password: str | None = Field(description="null while the database is in quarantine")
 
 
 class CredentialPage(BaseModel):
     links: PageLinks = Field(serialization_alias="_links")
-    credential: list[CredentialOut]
+    credential: list[CredentialItem]
 
 
 class PlanOut(BaseModel):
@@ -201,7 +206,7 @@ def delete_database(database_id: int, ctx: Context = Depends(get_context), actor
 
 
 # -- credentials ----------------------------------------------------------------------------
-@router.get("/credential/", response_model=CredentialPage, response_model_exclude_none=True, summary="List credentials (no passwords)")
+@router.get("/credential/", response_model=CredentialPage, summary="List credentials (no passwords)")
 def list_credentials(request: Request, page: int = PAGING["page"], page_size: int = PAGING["page_size"],
                      ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     rows, count = service.list_credentials(ctx, actor, (page - 1) * page_size, page_size)
