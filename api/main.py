@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from sqlalchemy import select
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.context import Context
+from api.deps import current_account
 from api.errors import Conflict, ServiceError
 from api.executor import Executor
 from api.hosts import HostPool
@@ -72,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(ctx.executor.shutdown)
 
-    app = FastAPI(title="pgdbaas", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="pgdbaas", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description="Self-hosted PostgreSQL database-as-a-service. Every mutating call is an "
                               "ansible-runner job, answered at once with a request to poll at /v1/requests/{id}.")
 
@@ -88,6 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", tags=["health"])
     def health():
         return {"status": "ok"}
+
+    # The reference pages need an account too; a browser asks for it (HTTP Basic) and reuses it.
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_actor=Depends(current_account)):
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(_actor=Depends(current_account)):
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="pgdbaas API")
 
     app.include_router(v1.router)
     app.include_router(agent.router)

@@ -10,7 +10,10 @@ import pytest
 
 def test_every_route_but_health_needs_credentials(server):
     with httpx.Client(base_url=server.url) as anonymous:
-        spec = anonymous.get("/openapi.json").json()
+        assert anonymous.get("/openapi.json").status_code == 401
+        assert anonymous.get("/docs").status_code == 401
+        spec = anonymous.get("/openapi.json", auth=server.admin).json()
+        assert "Swagger" in anonymous.get("/docs", auth=server.admin).text
         assert anonymous.get("/health").status_code == 200
         checked = 0
         for path, item in spec["paths"].items():
