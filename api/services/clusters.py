@@ -10,7 +10,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from api import catalog
@@ -338,6 +338,9 @@ def apply_outcome(session: Session, operation: Operation, outcome: Outcome) -> N
     if operation.kind == "terminate" and outcome.ok:
         cluster.service_state = TERMINATED
         cluster.members.clear()  # frees host and port for new clusters
+        # Its databases and credentials are gone with the instance.
+        session.execute(delete(Credential).where(Credential.cluster_id == cluster.id))
+        session.execute(delete(Database).where(Database.cluster_id == cluster.id))
         return
     if observed_any:
         states = {m.service_state for m in cluster.members}

@@ -176,11 +176,7 @@ def delete_database(ctx: Context, actor: Account, database_id: int) -> Database 
     with ctx.sessions() as session:
         cluster = session.get(Cluster, database.cluster_id)
     if cluster.dialect_fields.get("dbaas", {}).get("database") == database.name:
-        operation = clusters.terminate(ctx, actor, cluster.id)
-        _finish(ctx, actor, operation)
-        with ctx.sessions.begin() as session:
-            session.query(Credential).filter(Credential.cluster_id == cluster.id).delete()
-            session.query(Database).filter(Database.id == database.id).delete()
+        _finish(ctx, actor, clusters.terminate(ctx, actor, cluster.id))
     else:
         _finish(ctx, actor, databases.destroy_database(ctx, actor, database.cluster_id, database.name))
     return None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,5 +107,8 @@ def cluster_body(name: str, *, user: str = "appuser", password: str = "App-Secre
 
 
 def drop_instance(name: str, version: str = "15") -> None:
-    """Test clean-up of a cluster the test created (ignores one already gone)."""
+    """Test clean-up of a cluster the test created (ignores one already gone).
+
+    pg_dropcluster leaves the role's conf.d file behind: remove the config dir too."""
     subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True)
+    shutil.rmtree(Path("/etc/postgresql") / version / name, ignore_errors=True)

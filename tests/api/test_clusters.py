@@ -203,3 +203,18 @@ def test_events_stream_live_while_the_job_runs(admin, running):
     assert any("playbook_on_task_start" in e for e in events) and any("runner_on_ok" in e for e in events)
     ids = [int(e.split('"id":')[1].split(",")[0]) for e in events]
     assert ids == sorted(ids) and len(ids) == len(set(ids))
+
+
+def test_terminate_forgets_the_clusters_databases_and_credentials(admin, created):
+    cluster_id, request = create(admin, created, "tapi-forget")
+    assert request["state"] == "SUCCESS"
+    endpoint_tail = f":{port_of(admin, cluster_id)}/appdb"
+
+    def records():
+        databases = admin.get("/api/database/", params={"page_size": 1000}).json()["database"]
+        return [d for d in databases if d["endpoint"].endswith(endpoint_tail)]
+
+    assert len(records()) == 1 and len(records()[0]["credentials"]) == 1
+    wait_request(admin, admin.delete(f"/v1/clusters/{cluster_id}").json()["request_id"])
+    assert records() == []
+    assert admin.get(f"/v1/clusters/{cluster_id}/users").json() == []
