@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 import zoneinfo
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import catalog
@@ -34,6 +36,8 @@ LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 ENCODINGS = ("UTF8", "LATIN1", "LATIN9", "SQL_ASCII", "WIN1252", "EUC_JP", "EUC_KR")
 RESERVED_ROLES = ("postgres", "public", "none")
 DEFAULT_SIZING = "2cpu4gb"
+PLACEMENT_ATTEMPTS = 5
+_placement_lock = threading.Lock()
 
 
 @dataclass
@@ -165,6 +169,20 @@ def _hba_entries(spec: ClusterSpec) -> list[dict]:
 
 def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec) -> tuple[Cluster, Operation]:
     version = _validate(ctx, spec)
+    # Two creates may pick the same free port at once. In one process the lock orders them; across
+    # processes the (host, port) unique constraint lets one win and the other places again.
+    for attempt in range(PLACEMENT_ATTEMPTS):
+        try:
+            with _placement_lock:
+                return _create_cluster(ctx, actor, spec, version)
+        except IntegrityError as exc:
+            if attempt == PLACEMENT_ATTEMPTS - 1:
+                raise Conflict("could not allocate a port for the instance: try again") from exc
+    raise AssertionError("unreachable")
+
+
+def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
+                    version: catalog.EngineVersion) -> tuple[Cluster, Operation]:
     with ctx.sessions.begin() as session:
         if session.scalar(select(Cluster.id).where(Cluster.name == spec.name, Cluster.service_state != TERMINATED)):
             raise Conflict(f"a cluster named {spec.name!r} already exists", field="name")

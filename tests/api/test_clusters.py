@@ -218,3 +218,22 @@ def test_terminate_forgets_the_clusters_databases_and_credentials(admin, created
     wait_request(admin, admin.delete(f"/v1/clusters/{cluster_id}").json()["request_id"])
     assert records() == []
     assert admin.get(f"/v1/clusters/{cluster_id}/users").json() == []
+
+
+def test_concurrent_creates_get_distinct_ports(server, created):
+    names = [f"tapi-par{i}" for i in range(3)]
+
+    def post(name):
+        with server.client() as client:
+            return client.post("/v1/clusters", json=cluster_body(name))
+
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        responses = list(pool.map(post, names))
+    assert [r.status_code for r in responses] == [202] * len(names), [r.text for r in responses]
+    with server.client() as admin:
+        for name, response in zip(names, responses):
+            created.append((response.json()["resource"]["id"], name))
+        for response in responses:
+            assert wait_request(admin, response.json()["request_id"])["state"] == "SUCCESS"
+        ports = {port_of(admin, r.json()["resource"]["id"]) for r in responses}
+    assert len(ports) == len(names)
