@@ -20,6 +20,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{1,63}$")
 # password, never the password) so polling clients do not pay it on every request.
 _verified: dict[tuple[str, str], str] = {}
 _verified_lock = threading.Lock()
+_verifying = [threading.Lock() for _ in range(64)]  # striped: bounded whatever is tried
+
+
+def _key_lock(key: tuple[str, str]) -> threading.Lock:
+    return _verifying[hash(key) % len(_verifying)]
 
 
 def ensure_admin(ctx: Context) -> None:
@@ -42,10 +47,15 @@ def authenticate_basic(ctx: Context, name: str, password: str) -> Account | None
             cached = _verified.get(key)
         if cached == account.password_hash:
             return account
-        if not verify_password(password, account.password_hash):
-            return None
-        with _verified_lock:
-            _verified[key] = account.password_hash
+        # One scrypt per (name, password) at a time: concurrent first calls wait for it.
+        with _key_lock(key):
+            with _verified_lock:
+                if _verified.get(key) == account.password_hash:
+                    return account
+            if not verify_password(password, account.password_hash):
+                return None
+            with _verified_lock:
+                _verified[key] = account.password_hash
         return account
 
 
