@@ -19,6 +19,9 @@ description:
     languages), so a tenant with superuser would control the host, the other instances on it and
     the service's own access. With these rights the administrator creates databases and roles,
     reads and writes all data, watches and cancels sessions, but cannot escape the database server.
+  - It is granted C(CONNECT) on the maintenance database C(postgres) by name, since the
+    C(dbaas.postgresql.install) role takes C(CONNECT) on C(postgres) and C(template1) away from
+    C(PUBLIC) (a per-database credential is refused there).
   - Since PostgreSQL 16 a C(CREATEROLE) role administers only the roles it created (or was granted
     C(ADMIN OPTION) on); on earlier versions it may alter any non-superuser role. Making another role
     the owner of a database or object needs membership in that role (the administrator can
@@ -109,6 +112,7 @@ queries:
   sample:
     - CREATE ROLE "tenant_admin" WITH LOGIN NOSUPERUSER CREATEDB CREATEROLE PASSWORD '********'
     - GRANT "pg_read_all_data", "pg_write_all_data", "pg_monitor", "pg_signal_backend" TO "tenant_admin"
+    - GRANT CONNECT ON DATABASE "postgres" TO "tenant_admin"
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -133,8 +137,13 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
 ADMIN_ROLES = ('pg_read_all_data', 'pg_write_all_data', 'pg_monitor', 'pg_signal_backend')
 EXISTS_MESSAGE = 'The user already exists'
 
+MAINTENANCE_DB = 'postgres'
+
 ROLE = """
 SELECT rolsuper, rolcanlogin AND rolcreatedb AND rolcreaterole AS has_attributes,
+       EXISTS (SELECT 1 FROM pg_database d,
+                      aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+               WHERE d.datname = %s AND a.grantee = r.oid AND a.privilege_type = 'CONNECT') AS can_connect,
        ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
              WHERE m.member = r.oid) AS member_of
 FROM pg_roles r WHERE rolname = %s
@@ -153,7 +162,7 @@ def manage(module, db):
     rows = db.rows("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ADMIN_ROLES),))
     available = {row['rolname'] for row in rows}
     wanted_roles = [name for name in ADMIN_ROLES if name in available]
-    role = db.row(ROLE, (user,))
+    role = db.row(ROLE, (MAINTENANCE_DB, user))
 
     if role is None:
         set_password(db, create_role, user, password)
@@ -173,6 +182,10 @@ def manage(module, db):
 
     if missing_roles:
         db.run(sql.SQL("GRANT {} TO {}").format(sql.SQL(', ').join(map(sql.Identifier, missing_roles)), ident))
+    # The install role takes CONNECT on the maintenance databases away from PUBLIC, so that a
+    # per-database credential is refused there: an admin gets it by name.
+    if role is None or not role['can_connect']:
+        db.run(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(MAINTENANCE_DB), ident))
     result['updated'] = not result['created'] and bool(db.queries)
     return result
 

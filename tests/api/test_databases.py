@@ -56,6 +56,9 @@ def test_each_credential_logs_into_its_own_database_only(admin, cluster):
     assert refused(port, "u_a", "Pass-a-123456", "db_b")
     assert refused(port, "reader_a", generated, "db_b")
     assert refused(port, "u_b", "Pass-b-123456", "db_a")
+    for maintenance in ("postgres", "template1"):
+        assert refused(port, "reader_a", generated, maintenance)
+        assert refused(port, "u_a", "Pass-a-123456", maintenance)
     with login(port, "u_b", "Pass-b-123456", "db_b"):
         pass
 

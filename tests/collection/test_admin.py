@@ -41,6 +41,7 @@ def make_admin_role(inst, name, password):
         conn.execute(sql.SQL('ALTER ROLE {} CREATEDB CREATEROLE').format(sql.Identifier(name)))
         conn.execute(sql.SQL('GRANT {} TO {}').format(sql.SQL(', ').join(map(sql.Identifier, sorted(ADMIN_ROLES))),
                                                       sql.Identifier(name)))
+        conn.execute(sql.SQL('GRANT CONNECT ON DATABASE postgres TO {}').format(sql.Identifier(name)))
 
 
 def test_check_mode_creates_nothing(run_module, inst):
@@ -59,6 +60,7 @@ def test_create_admin_and_login(run_module, inst):
     assert result['user'] == 'adm1'
     assert result['queries'][0] == ('CREATE ROLE "adm1" WITH LOGIN NOSUPERUSER CREATEDB CREATEROLE '
                                     "PASSWORD '********'")
+    assert result['queries'][-1] == 'GRANT CONNECT ON DATABASE "postgres" TO "adm1"'
     facts = role_facts(inst, 'adm1')
     assert facts['superuser'] is False
     assert facts['createdb'] and facts['createrole'] and facts['login']
