@@ -104,9 +104,13 @@ class Executor:
         return True if done is None else done.wait(timeout)
 
     def shutdown(self) -> None:
-        with self._lock:
-            self._cancel.update(self._done)
+        """Let running jobs finish (a half-done provision helps nobody); queued ones stay QUEUED
+        in the store and end as "interrupted" at the next start-up."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            waiting, self._done = list(self._done.values()), {}
+        for done in waiting:  # nobody waits forever for a job that will not run in this process
+            done.set()
 
     # -- one job ----------------------------------------------------------------------------
     def _run_guarded(self, job: Job) -> None:
