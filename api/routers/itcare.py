@@ -46,6 +46,13 @@ PATCH_OPERATIONS = {
 ASYNC_STATUS = {ops.QUEUED: "IN_PROGRESS", ops.IN_PROGRESS: "IN_PROGRESS", ops.SUCCESS: "SUCCESS",
                 ops.ERROR: "ERROR", ops.CANCELED: "ERROR"}
 INSTANCE_STATUS = {service.RUNNING: "ACTIVE", service.TERMINATED: "DELETED"}
+
+
+def instance_status(cluster: Cluster) -> str:
+    """ACTIVE, STOPPED, ERROR, DELETED; IN_PROGRESS while an operation holds the instance."""
+    if cluster.active_operation_id:
+        return "IN_PROGRESS"
+    return INSTANCE_STATUS.get(cluster.service_state, cluster.service_state)
 KEPT_FIELDS = ("serviceId", "networkId", "area", "az", "trigram", "cloudId", "region", "regulation", "platform",
                "prefix", "nodePrefix", "tls", "backupEnabled", "dbBackupPolicyId", "serverBackupPolicyId",
                "monitoringEnabled", "monitoringAlerting", "onCallSupervision", "replicationEnabled",
@@ -213,7 +220,7 @@ def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: A
     last = _last_request(ctx, actor, cluster.id)
     return Instance(
         id=cluster.id, name=cluster.name, label=cluster.name,
-        status=INSTANCE_STATUS.get(cluster.service_state, cluster.service_state),
+        status=instance_status(cluster),
         version=cluster.major_version, productVersion=cluster.software_version,
         nodeCount=len(cluster.members), instanceCount=len(cluster.members), topology=cluster.topology,
         nodeSizing=cluster.settings.get("sizing", ""), cpu=int(sizing.group(1)) if sizing else None,

@@ -112,6 +112,8 @@ def test_databases_extensions_and_install_extension(admin, instance):
     response = admin.patch(f"/itcare/databases/postgresql/{instance}", json=seed)
     assert response.status_code == 202 and set(response.json()) == ASYNC_KEYS
     assert response.json()["status"] == "IN_PROGRESS" and response.json()["process"] == "INSTALL_EXTENSION_POSTGRESQL"
+    # The instance shows the running request (the job takes seconds; this GET, milliseconds).
+    assert admin.get(f"/itcare/databases/postgresql/{instance}").json()["status"] == "IN_PROGRESS"
     assert wait_request(admin, response.json()["id"])["state"] == "SUCCESS"
     instance_body = admin.get(f"/itcare/databases/postgresql/{instance}").json()
     assert instance_body["lastRequestId"] == response.json()["id"] and instance_body["lastRequestStatus"] == "SUCCESS"
