@@ -34,6 +34,11 @@ class Invalid(ServiceError):
 
 
 class OperationFailed(ServiceError):
-    """A synchronous dialect waited for an operation that ended in ERROR or CANCELED."""
+    """A synchronous dialect waited for an operation that ended in ERROR or CANCELED; the message
+    is the operation's own error text (e.g. the agent seed's "The user already exists")."""
 
     status_code = 500
+
+    def __init__(self, message: str, *, request_id: str):
+        super().__init__(message)
+        self.request_id = request_id

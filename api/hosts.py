@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict
 from api.store.models import Cluster, Member
 
-ACTIVE_MEMBER_STATES_EXCLUDED = ("TERMINATED",)
+# Members of terminated clusters no longer occupy a host.
+GONE_STATES = ("TERMINATED",)
 
 
 @dataclass
@@ -64,6 +65,11 @@ class HostPool:
         if not self.hosts:
             raise RuntimeError(f"inventory {inventory} has no host in group {group!r}")
 
+    def address_of(self, host_name: str) -> str:
+        """Client address of a host by inventory name (the name itself if it left the inventory)."""
+        host = self.hosts.get(host_name)
+        return host.address if host else host_name
+
     def groups(self) -> list[str]:
         return sorted({g for host in self.hosts.values() for g in host.groups})
 
@@ -74,7 +80,7 @@ class HostPool:
             raise Conflict(f"no host in group {group!r}", field="group")
         counts = dict(session.execute(
             select(Member.host, func.count()).join(Cluster)
-            .where(Cluster.service_state.notin_(ACTIVE_MEMBER_STATES_EXCLUDED))
+            .where(Cluster.service_state.notin_(GONE_STATES))
             .group_by(Member.host)
         ).all())
         for host in sorted(candidates, key=lambda h: (counts.get(h.name, 0), h.name)):

@@ -12,10 +12,9 @@ from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from api import operations as ops
 from api.context import Context
 from api.deps import current_account, get_context
-from api.errors import NotFound, ServiceError
+from api.errors import NotFound, OperationFailed, ServiceError
 from api.services import clusters as service
 from api.services import databases
 from api.services import requests as requests_service
@@ -79,20 +78,22 @@ def _cluster(ctx: Context, actor: Account) -> Cluster:
 
 
 def _status(cluster: Cluster) -> AgentStatus:
-    databases = [d["name"] for d in cluster.observed.get("databases", []) if isinstance(d, dict)]
+    databases = [d["name"] for d in service.observed_databases(cluster)]
     return AgentStatus(state=AGENT_STATES.get(cluster.service_state, "error"), databases=databases)
 
 
 def _error(exc: ServiceError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+    """The seed's error body; a failed operation carrying one of the seed's errors is a 409."""
+    code = status.HTTP_409_CONFLICT if isinstance(exc, OperationFailed) and exc.message in SEED_ERRORS \
+        else exc.status_code
+    return JSONResponse({"error": exc.message}, status_code=code)
 
 
-def _run(ctx: Context, actor: Account, start) -> tuple[Cluster, str | None]:
-    """Run one operation to its end; the error text when it did not succeed."""
+def _run(ctx: Context, actor: Account, start) -> Cluster:
+    """Run one operation on the default instance to its end (OperationFailed if it did not succeed)."""
     cluster = _cluster(ctx, actor)
-    operation = requests_service.wait(ctx, actor, start(ctx, actor, cluster.id).id)
-    cluster = service.get_cluster(ctx, actor, cluster.id)
-    return cluster, None if operation.state == ops.SUCCESS else (operation.error or operation.state)
+    requests_service.run_to_end(ctx, actor, start(ctx, actor, cluster.id).id)
+    return service.get_cluster(ctx, actor, cluster.id)
 
 
 @router.get("/status", response_model=AgentStatus, responses={404: {"model": AgentError}})
@@ -105,12 +106,9 @@ def agent_status(ctx: Context = Depends(get_context), actor: Account = Depends(c
 
 def _action(ctx: Context, actor: Account, start):
     try:
-        cluster, error = _run(ctx, actor, start)
+        return _status(_run(ctx, actor, start))
     except ServiceError as exc:
         return _error(exc)
-    if error:
-        return JSONResponse({"error": error}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
-    return _status(cluster)
 
 
 RESPONSES = {409: {"model": AgentError}, 404: {"model": AgentError}, 500: {"model": AgentError}}
@@ -150,10 +148,7 @@ def agent_configure(body: ConfigureRequest, ctx: Context = Depends(get_context),
         gone = body.destroy_database
         start = partial(databases.destroy_database, name=gone.name, users=[gone.user], if_absent="fail")
     try:
-        _, error = _run(ctx, actor, start)
+        _run(ctx, actor, start)
     except ServiceError as exc:
         return _error(exc)
-    if error:
-        code = status.HTTP_409_CONFLICT if error in SEED_ERRORS else 500
-        return JSONResponse({"error": error}, status_code=code)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -216,7 +216,7 @@ def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: A
     kept = cluster.dialect_fields.get("itcare", {})
     sizing = service.SIZING_RE.match(cluster.settings.get("sizing", ""))
     member = cluster.members[0] if cluster.members else None
-    address = ctx.hosts.hosts[member.host].address if member and member.host in ctx.hosts.hosts else ""
+    address = ctx.hosts.address_of(member.host) if member else ""
     last = _last_request(ctx, actor, cluster.id)
     return Instance(
         id=cluster.id, name=cluster.name, label=cluster.name,

@@ -60,6 +60,32 @@ class ClusterSpec:
     dialect_fields: dict = field(default_factory=dict)
 
 
+# -- validation and observed facts shared by every service -------------------------------------
+def check_sql_name(value: str, field: str) -> str:
+    """A database (or other SQL object) name: what reaches SQL is also quoted as an identifier."""
+    if not SQL_NAME_RE.match(value or ""):
+        raise Invalid(f"{field} must be 1-63 characters: letters, digits or _, not starting with a digit",
+                      field=field)
+    return value
+
+
+def check_role_name(value: str, field: str) -> str:
+    """A login role the tenant may own: not the service's own roles."""
+    check_sql_name(value, field)
+    if value.lower() in RESERVED_ROLES or value.lower().startswith("pg_"):
+        raise Invalid(f"{field} must not be postgres, public, none or pg_*", field=field)
+    return value
+
+
+def observed_databases(cluster: Cluster) -> list[dict]:
+    """Databases the last playbook saw (info module), each with name, owner, size_bytes, extensions."""
+    return [d for d in cluster.observed.get("databases", []) if isinstance(d, dict)]
+
+
+def observed_roles(cluster: Cluster) -> list[dict]:
+    return [r for r in cluster.observed.get("roles", []) if isinstance(r, dict)]
+
+
 # -- reading ---------------------------------------------------------------------------------
 def _visible(statement, actor: Account):
     return statement if actor.role == "admin" else statement.where(Cluster.owner_id == actor.id)
@@ -121,14 +147,10 @@ def _validate(ctx: Context, spec: ClusterSpec) -> catalog.EngineVersion:
         known = ", ".join(v.id for v in catalog.engine_versions(ctx.settings))
         raise Invalid(f"unknown engine version {spec.engine_version!r}; this installation offers {known}",
                       field="dbaas_engine_version_id")
-    if spec.database_name and not SQL_NAME_RE.match(spec.database_name):
-        raise Invalid("database_name must be 1-63 characters: letters, digits or _, not starting with a digit",
-                      field="database_name")
+    if spec.database_name:
+        check_sql_name(spec.database_name, "database_name")
     if spec.user_name or spec.user_password or spec.database_name:
-        if not SQL_NAME_RE.match(spec.user_name or "") or spec.user_name.lower() in RESERVED_ROLES \
-                or spec.user_name.lower().startswith("pg_"):
-            raise Invalid("database_user_name must be 1-63 characters: letters, digits or _; not postgres or pg_*",
-                          field="database_user_name")
+        check_role_name(spec.user_name, "database_user_name")
         if len(spec.user_password) < 8:
             raise Invalid("database_user_password must be at least 8 characters", field="database_user_password")
     encoding = spec.encoding.upper().replace("-", "")
@@ -295,8 +317,7 @@ def _lifecycle(ctx: Context, actor: Account, cluster_id: str, kind: str) -> Oper
 
 def create_admin(ctx: Context, actor: Account, cluster_id: str, user: str, password: str,
                  if_exists: str = "fail") -> Operation:
-    if not SQL_NAME_RE.match(user) or user.lower() in RESERVED_ROLES or user.lower().startswith("pg_"):
-        raise Invalid("user must be 1-63 characters: letters, digits or _; not postgres or pg_*", field="user")
+    check_role_name(user, "user")
     if not password:
         raise Invalid("password must not be empty", field="password")
     if if_exists not in ("fail", "update"):

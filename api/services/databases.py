@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from api import operations as ops
 from api.context import Context
 from api.errors import Conflict, Invalid, NotFound
 from api.executor import Outcome
@@ -21,20 +20,6 @@ from api.services import requests as requests_service
 from api.store.models import Account, Credential, Database, Operation
 
 RUNNING_ONLY = (clusters.RUNNING,)
-
-
-def _check_name(value: str, field: str) -> str:
-    if not clusters.SQL_NAME_RE.match(value or ""):
-        raise Invalid(f"{field} must be 1-63 characters: letters, digits or _, not starting with a digit",
-                      field=field)
-    return value
-
-
-def _check_role(value: str, field: str) -> str:
-    _check_name(value, field)
-    if value.lower() in clusters.RESERVED_ROLES or value.lower().startswith("pg_"):
-        raise Invalid(f"{field} must not be postgres, public or pg_*", field=field)
-    return value
 
 
 def _hook(extra):
@@ -66,13 +51,13 @@ class NewDatabase:
 
 
 def create_database(ctx: Context, actor: Account, cluster_id: str, spec: NewDatabase) -> Operation:
-    _check_name(spec.name, "name")
+    clusters.check_sql_name(spec.name, "name")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         owner = spec.owner or cluster.settings.get("database_user_name") or ""
         if not owner:
             raise Invalid("owner is required: this cluster has no initial user", field="owner")
-        _check_role(owner, "owner")
+        clusters.check_role_name(owner, "owner")
         if spec.if_exists == "fail" and session.scalar(
                 select(Database.id).where(Database.cluster_id == cluster.id, Database.name == spec.name)):
             raise Conflict("The database already exists", field="name")
@@ -100,18 +85,18 @@ def create_database(ctx: Context, actor: Account, cluster_id: str, spec: NewData
 def destroy_database(ctx: Context, actor: Account, cluster_id: str, name: str, *, users: list[str] | None = None,
                      if_absent: str = "ignore") -> Operation:
     """Drop a database (its sessions terminated first) and the roles given, or its credentials'."""
-    _check_name(name, "name")
+    clusters.check_sql_name(name, "name")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         database = session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == name))
-        observed = {d.get("name") for d in cluster.observed.get("databases", []) if isinstance(d, dict)}
+        observed = {d.get("name") for d in clusters.observed_databases(cluster)}
         if if_absent == "fail" and database is None and name not in observed:
             raise NotFound("The database does not exist", field="name")
         if users is None:
             users = list(session.scalars(select(Credential.user).where(Credential.database_id == database.id))) \
                 if database else []
         for user in users:
-            _check_role(user, "user")
+            clusters.check_role_name(user, "user")
         database_id = database.id if database else None
 
         def forget(s: Session, _operation: Operation, _outcome: Outcome) -> None:
@@ -130,11 +115,7 @@ def list_databases(ctx: Context, actor: Account, cluster_id: str) -> list[dict]:
     with ctx.sessions() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         ids = dict(session.execute(select(Database.name, Database.id).where(Database.cluster_id == cluster.id)).all())
-    rows = []
-    for observed in cluster.observed.get("databases", []):
-        if isinstance(observed, dict):
-            rows.append({**observed, "id": ids.get(observed.get("name"))})
-    return rows
+    return [{**observed, "id": ids.get(observed.get("name"))} for observed in clusters.observed_databases(cluster)]
 
 
 # -- users (credentials) ----------------------------------------------------------------------------
@@ -156,15 +137,15 @@ def _upsert_credential(session: Session, cluster_id: str, database_id: int | Non
 def create_user(ctx: Context, actor: Account, cluster_id: str, user: str, database: str,
                 password: str | None = None) -> tuple[Operation, str]:
     """A login role with CONNECT and privileges on one database; the password given or generated."""
-    _check_role(user, "name")
-    _check_name(database, "database")
+    clusters.check_role_name(user, "name")
+    clusters.check_sql_name(database, "database")
     password = password or generate_password()
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         if session.scalar(select(Credential.id).where(Credential.cluster_id == cluster.id, Credential.user == user)):
             raise Conflict("The user already exists", field="name")
         record_db = session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == database))
-        observed = {d.get("name") for d in cluster.observed.get("databases", []) if isinstance(d, dict)}
+        observed = {d.get("name") for d in clusters.observed_databases(cluster)}
         if record_db is None and database not in observed:
             raise NotFound(f"database {database!r} does not exist in cluster {cluster_id}", field="database")
         encrypted = ctx.cipher.encrypt(password.encode()).decode()
@@ -184,7 +165,7 @@ def reset_passwords(ctx: Context, actor: Account, cluster_id: str, passwords: di
                     kind: str = "reset_password", on_success=None) -> Operation:
     """New passwords for existing roles (their open sessions are ended so old logins stop)."""
     for user in passwords:
-        _check_role(user, "user")
+        clusters.check_role_name(user, "user")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         encrypted = {user: ctx.cipher.encrypt(pw.encode()).decode() for user, pw in passwords.items()}
@@ -209,7 +190,7 @@ def reset_password(ctx: Context, actor: Account, cluster_id: str, user: str,
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         known = session.scalar(select(Credential.id).where(Credential.cluster_id == cluster.id,
                                                            Credential.user == user))
-        roles = {r.get("name") for r in cluster.observed.get("roles", []) if isinstance(r, dict)}
+        roles = {r.get("name") for r in clusters.observed_roles(cluster)}
     if not known and user not in roles:
         raise NotFound(f"user {user!r} does not exist in cluster {cluster_id}", field="name")
     return reset_passwords(ctx, actor, cluster_id, {user: password}), password
@@ -217,12 +198,12 @@ def reset_password(ctx: Context, actor: Account, cluster_id: str, user: str,
 
 def drop_user(ctx: Context, actor: Account, cluster_id: str, user: str) -> Operation:
     """Drop a role: what it owns in its database goes to that database's owner, then DROP OWNED."""
-    _check_role(user, "name")
+    clusters.check_role_name(user, "name")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         credential = session.scalar(select(Credential).where(Credential.cluster_id == cluster.id,
                                                              Credential.user == user))
-        roles = {r.get("name") for r in cluster.observed.get("roles", []) if isinstance(r, dict)}
+        roles = {r.get("name") for r in clusters.observed_roles(cluster)}
         if credential is None and user not in roles:
             raise NotFound(f"user {user!r} does not exist in cluster {cluster_id}", field="name")
         database = session.get(Database, credential.database_id) if credential and credential.database_id else None
@@ -246,8 +227,8 @@ def list_users(ctx: Context, actor: Account, cluster_id: str) -> list[dict]:
         databases = dict(session.execute(select(Database.id, Database.name)
                                          .where(Database.cluster_id == cluster.id)).all())
     users = []
-    for role in cluster.observed.get("roles", []):
-        if not isinstance(role, dict) or not role.get("login") or role.get("name") == "postgres":
+    for role in clusters.observed_roles(cluster):
+        if not role.get("login") or role.get("name") == "postgres":
             continue
         credential = credentials.get(role["name"])
         users.append({"name": role["name"], "database": databases.get(credential.database_id) if credential else None,
@@ -259,7 +240,7 @@ def list_users(ctx: Context, actor: Account, cluster_id: str) -> list[dict]:
 # -- extensions ----------------------------------------------------------------------------------
 def available_extensions(ctx: Context, actor: Account, cluster_id: str, database: str = "postgres") -> list[dict]:
     """Read on the host now (a read-only job beside any running operation)."""
-    _check_name(database, "database")
+    clusters.check_sql_name(database, "database")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         if cluster.service_state != clusters.RUNNING:
@@ -267,9 +248,7 @@ def available_extensions(ctx: Context, actor: Account, cluster_id: str, database
                            "instance")
         operation = clusters.submit(ctx, session, cluster, actor, "list_extensions", "list_extensions.yml",
                                     {"pg_database": database}, {}, lock=False, on_finish=lambda *_: None)
-    operation = requests_service.wait(ctx, actor, operation.id)
-    if operation.state != ops.SUCCESS:
-        raise Conflict(f"reading extensions failed: {operation.error}", request_id=operation.id)
+    operation = requests_service.run_to_end(ctx, actor, operation.id)
     for host_result in operation.result.get("hosts", {}).values():
         return host_result.get("extensions_available", [])
     return []
@@ -278,12 +257,11 @@ def available_extensions(ctx: Context, actor: Account, cluster_id: str, database
 def install_extensions(ctx: Context, actor: Account, cluster_id: str, database: str,
                        extensions: list[dict]) -> Operation:
     """Install each extension (OS package, preload and restart only when needed, CREATE EXTENSION)."""
-    _check_name(database, "database")
+    clusters.check_sql_name(database, "database")
     if not extensions:
         raise Invalid("extensions must name at least one extension", field="extensions")
     for item in extensions:
-        if not clusters.SQL_NAME_RE.match(str(item.get("name", ""))):
-            raise Invalid(f"extension name {item.get('name')!r} is not valid", field="extensions")
+        clusters.check_sql_name(str(item.get("name", "")), "extensions")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
         return clusters.submit(ctx, session, cluster, actor, "install_extension", "install_extension.yml",

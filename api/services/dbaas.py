@@ -12,9 +12,8 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api import operations as ops
 from api.context import Context
-from api.errors import Conflict, Invalid, NotFound, OperationFailed
+from api.errors import Conflict, Invalid, NotFound
 from api.security import generate_password
 from api.services import clusters, databases
 from api.services import requests as requests_service
@@ -30,12 +29,6 @@ def normalise_name(name: str) -> str:
         raise Invalid("name must start with a letter and have at most 50 letters, digits, spaces or _",
                       field="name")
     return value
-
-
-def _finish(ctx: Context, actor: Account, operation) -> None:
-    done = requests_service.wait(ctx, actor, operation.id)
-    if done.state != ops.SUCCESS:
-        raise OperationFailed(f"{done.kind} failed: {done.error}")
 
 
 # -- plans, environments, projects ----------------------------------------------------------
@@ -129,9 +122,9 @@ def database_details(ctx: Context, database: Database) -> dict:
         limit = session.scalar(select(Plan.size_limit_bytes).where(Plan.id == database.plan_id)) \
             if database.plan_id else None
     member = cluster.members[0] if cluster.members else None
-    host = ctx.hosts.hosts.get(member.host).address if member and member.host in ctx.hosts.hosts else ""
-    used = next((d.get("size_bytes") for d in cluster.observed.get("databases", [])
-                 if isinstance(d, dict) and d.get("name") == database.name), None)
+    host = ctx.hosts.address_of(member.host) if member else ""
+    used = next((d.get("size_bytes") for d in clusters.observed_databases(cluster)
+                 if d.get("name") == database.name), None)
     return {"host": host, "port": member.port if member else None, "credential_ids": credential_ids,
             "total_size_in_bytes": limit or 0, "used_size_in_bytes": used or 0}
 
@@ -146,12 +139,12 @@ def create_database(ctx: Context, actor: Account, name: str, plan_id: int, envir
     spec = clusters.ClusterSpec(name=name, sizing=chosen_plan.sizing, host_group=group,
                                 dialect_fields={"dbaas": {"database": name}})
     cluster, operation = clusters.create_cluster(ctx, actor, spec)
-    _finish(ctx, actor, operation)
+    requests_service.run_to_end(ctx, actor, operation.id)
     owner = f"u_{name}"
     operation = databases.create_database(ctx, actor, cluster.id, databases.NewDatabase(
         name=name, owner=owner, owner_password=generate_password(12), if_exists="fail", plan_id=plan_id,
         environment=group, project_id=project_id))
-    _finish(ctx, actor, operation)
+    requests_service.run_to_end(ctx, actor, operation.id)
     with ctx.sessions() as session:
         return session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == name))
 
@@ -171,14 +164,15 @@ def delete_database(ctx: Context, actor: Account, database_id: int) -> Database 
         operation = databases.reset_passwords(ctx, actor, database.cluster_id,
                                               {user: generate_password(32) for user in users},
                                               kind="quarantine_database", on_success=quarantine)
-        _finish(ctx, actor, operation)
+        requests_service.run_to_end(ctx, actor, operation.id)
         return get_database(ctx, actor, database_id)
     with ctx.sessions() as session:
         cluster = session.get(Cluster, database.cluster_id)
     if cluster.dialect_fields.get("dbaas", {}).get("database") == database.name:
-        _finish(ctx, actor, clusters.terminate(ctx, actor, cluster.id))
+        requests_service.run_to_end(ctx, actor, clusters.terminate(ctx, actor, cluster.id).id)
     else:
-        _finish(ctx, actor, databases.destroy_database(ctx, actor, database.cluster_id, database.name))
+        operation = databases.destroy_database(ctx, actor, database.cluster_id, database.name)
+        requests_service.run_to_end(ctx, actor, operation.id)
     return None
 
 
@@ -215,7 +209,7 @@ def create_credential(ctx: Context, actor: Account, user: str, database_id: int)
         raise Conflict("the database is in quarantine", field="database")
     operation, _password = databases.create_user(ctx, actor, database.cluster_id, user, database.name,
                                                  generate_password(12))
-    _finish(ctx, actor, operation)
+    requests_service.run_to_end(ctx, actor, operation.id)
     with ctx.sessions() as session:
         return session.scalar(select(Credential).where(Credential.cluster_id == database.cluster_id,
                                                        Credential.user == user))
@@ -228,10 +222,11 @@ def reset_credential(ctx: Context, actor: Account, credential_id: int) -> Creden
         raise Conflict("the database is in quarantine: its credentials stay unknown", field="database")
     operation, _password = databases.reset_password(ctx, actor, credential.cluster_id, credential.user,
                                                     generate_password(12))
-    _finish(ctx, actor, operation)
+    requests_service.run_to_end(ctx, actor, operation.id)
     return get_credential(ctx, actor, credential_id)
 
 
 def delete_credential(ctx: Context, actor: Account, credential_id: int) -> None:
     credential = get_credential(ctx, actor, credential_id)
-    _finish(ctx, actor, databases.drop_user(ctx, actor, credential.cluster_id, credential.user))
+    operation = databases.drop_user(ctx, actor, credential.cluster_id, credential.user)
+    requests_service.run_to_end(ctx, actor, operation.id)

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 
 from api import operations as ops
 from api.context import Context
-from api.errors import Conflict, Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound, OperationFailed
 from api.services import clusters
 from api.store.models import Account, Cluster, Operation, OperationEvent, utcnow
 
@@ -31,6 +31,14 @@ def wait(ctx: Context, actor: Account, request_id: str, timeout: float | None = 
     """Block until the request ends (synchronous dialects: agent, DBaaS) and return it."""
     ctx.executor.wait(request_id, timeout)
     return get_request(ctx, actor, request_id)
+
+
+def run_to_end(ctx: Context, actor: Account, request_id: str) -> Operation:
+    """`wait`, then raise OperationFailed unless the request succeeded."""
+    operation = wait(ctx, actor, request_id)
+    if operation.state != ops.SUCCESS:
+        raise OperationFailed(operation.error or operation.state, request_id=operation.id)
+    return operation
 
 
 def list_requests(ctx: Context, actor: Account, *, cluster_id: str | None = None, state: str | None = None,
@@ -87,7 +95,7 @@ def recover(ctx: Context) -> list[str]:
         # Nothing may still hold a lock taken by a process that no longer exists.
         session.execute(update(Cluster).where(Cluster.active_operation_id.is_not(None))
                         .values(active_operation_id=None))
-        system = {o.cluster_id: o.actor_id for o in stale}
+        actors = {o.cluster_id: o.actor_id for o in stale}
     for cluster_id in cluster_ids:
         with ctx.sessions() as session:
             cluster = session.get(Cluster, cluster_id)
@@ -95,6 +103,6 @@ def recover(ctx: Context) -> list[str]:
         if cluster is None or cluster.service_state == clusters.TERMINATED or actor is None:
             continue
         log.warning("request(s) of cluster %s were interrupted (actor %s); observing it again",
-                    cluster_id, system.get(cluster_id))
+                    cluster_id, actors.get(cluster_id))
         clusters.observe(ctx, actor, cluster_id)
     return [o.id for o in stale]

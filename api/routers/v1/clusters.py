@@ -31,7 +31,7 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
     settings = cluster.settings
     instances = [
         InstanceOut(name=m.name, host=m.host, port=m.port, role_type=m.role_type,
-                    service_ip_address=ctx.hosts.hosts[m.host].address if m.host in ctx.hosts.hosts else m.host,
+                    service_ip_address=ctx.hosts.address_of(m.host),
                     service_state=m.service_state, data_directory=m.data_directory)
         for m in cluster.members
     ]
@@ -50,7 +50,7 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
                                           server_type_name=settings.get("sizing", ""), instances=instances)],
         software_version=cluster.software_version, tags=cluster.tags, timezone=settings.get("timezone", ""),
         active_request_id=cluster.active_operation_id,
-        databases=[d["name"] for d in cluster.observed.get("databases", []) if isinstance(d, dict)],
+        databases=[d["name"] for d in service.observed_databases(cluster)],
         size_bytes=cluster.observed.get("size_bytes"),
     )
 

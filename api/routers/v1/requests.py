@@ -1,7 +1,6 @@
 """/v1/requests: the async request of every mutating call, its events (SSE while it runs), cancel."""
 from __future__ import annotations
 
-import asyncio
 import json
 
 from fastapi import APIRouter, Depends, Query, Request
