@@ -20,7 +20,7 @@ from api.security import load_cipher
 from api.services import accounts, clusters, requests
 from api.settings import Settings
 from api.store import make_engine, migrate, session_factory
-from api.store.models import Account, Operation
+from api.store.models import Account, Cluster, Operation
 
 log = logging.getLogger("pgdbaas")
 
@@ -46,11 +46,23 @@ def boot_agent_instance(ctx: Context) -> Operation | None:
     if owner is None:
         log.warning("PGDBAAS_AGENT_INSTANCE is set but no admin account exists: not booting %s", name)
         return None
-    cluster = clusters.find_cluster_by_name(ctx, name)
+    cluster_id = clusters.agent_cluster_id(ctx)
+    with ctx.sessions.begin() as session:
+        if cluster_id is None:
+            # No id recorded yet (an older store, or a crash right after the create): the admin's own
+            # cluster of that name is the facade's; from here on it is kept by id.
+            cluster_id = session.scalar(select(Cluster.id).where(
+                Cluster.owner_id == owner.id, Cluster.name == name, Cluster.service_state != clusters.TERMINATED))
+            if cluster_id:
+                clusters.remember_agent_cluster(session, cluster_id)
+        cluster = session.get(Cluster, cluster_id) if cluster_id else None
     try:
-        if cluster is None:
+        if cluster is None or cluster.service_state == clusters.TERMINATED:
             spec = clusters.ClusterSpec(name=name, port=ctx.settings.agent_port or None)
-            return clusters.create_cluster(ctx, owner, spec)[1]
+            cluster, operation = clusters.create_cluster(ctx, owner, spec)
+            with ctx.sessions.begin() as session:
+                clusters.remember_agent_cluster(session, cluster.id)
+            return operation
         return clusters.boot(ctx, owner, cluster.id)
     except Conflict as exc:  # e.g. recovery is already observing it
         log.warning("agent instance %s not booted: %s", name, exc.message)

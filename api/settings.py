@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         if not (low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) <= 65535):
             raise ValueError("port_range must look like 54320-54999 within 1024-65535")
         return value
+
+    @model_validator(mode="after")
+    def _check_agent_port(self) -> "Settings":
+        # Every port the service hands out, the agent's included, comes from the one range.
+        if self.agent_port and self.agent_port not in self.ports:
+            raise ValueError(f"agent_port {self.agent_port} must be within port_range {self.port_range}")
+        return self
 
     @cached_property
     def ports(self) -> range:

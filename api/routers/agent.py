@@ -70,11 +70,15 @@ class ConfigureRequest(BaseModel):
 
 
 def _cluster(ctx: Context, actor: Account) -> Cluster:
-    name = ctx.settings.agent_instance
-    cluster = service.find_cluster_by_name(ctx, name) if name else None
-    if cluster is None:
-        raise NotFound("no default instance is configured (PGDBAAS_AGENT_INSTANCE)")
-    return service.get_cluster(ctx, actor, cluster.id)
+    """The default instance, by the id recorded at boot (never by name), if this account may see it."""
+    cluster_id = service.agent_cluster_id(ctx) if ctx.settings.agent_instance else None
+    try:
+        if cluster_id is None:
+            raise NotFound("")
+        return service.get_cluster(ctx, actor, cluster_id)
+    except NotFound:
+        # The same answer whether there is none or it is another account's: no id, no name.
+        raise NotFound("no default instance is available to this account") from None
 
 
 def _status(cluster: Cluster) -> AgentStatus:

@@ -283,8 +283,8 @@ def get_environment(environment_id: int, request: Request, ctx: Context = Depend
 
 
 @router.get("/project/", response_model=ProjectPage, summary="List projects")
-def list_projects(request: Request, ctx: Context = Depends(get_context), _actor=Depends(current_account)):
-    rows = service.projects(ctx)
+def list_projects(request: Request, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    rows = service.projects(ctx, actor)
     return {"links": _page(request, "/api/project/", len(rows), 1, max(len(rows), 1)),
             "project": [_project(request, p) for p in rows]}
 
@@ -297,8 +297,8 @@ def create_project(body: ProjectCreate, request: Request, ctx: Context = Depends
 
 @router.get("/project/{project_id}/", response_model=ProjectOut, summary="Get a project")
 def get_project(project_id: int, request: Request, ctx: Context = Depends(get_context),
-                _actor=Depends(current_account)):
-    return _project(request, service.project(ctx, project_id))
+                actor: Account = Depends(current_account)):
+    return _project(request, service.project(ctx, actor, project_id))
 
 
 @router.delete("/project/{project_id}/", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a project")

@@ -66,10 +66,10 @@ class CreateInstance(BaseModel):
     name: str = Field(description="5-60 lowercase letters or digits, not 'cluster' (upper case is folded)")
     admPassword: str = Field(description="12+ characters with a lowercase, an uppercase, a digit and a special")
     nodeSizing: str = Field(description="e.g. 2cpu4gb")
-    diskSize: int = Field(description="GB, 40-1024")
+    diskSize: int = Field(strict=True, description="GB, 40-1024 (an integer, as the seed says)")
     postgreVersion: str = Field(description="a major of GET /v1/engine-versions")
     topology: str = "STANDALONE"
-    allowedReplicationLag: int | None = Field(default=None, description="MB, 1-10240")
+    allowedReplicationLag: int | None = Field(default=None, strict=True, description="MB, 1-10240")
 
     @field_validator("name")
     @classmethod

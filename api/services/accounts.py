@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from api.context import Context
 from api.errors import Conflict, Forbidden, Invalid, NotFound
 from api.security import hash_password, new_token, token_digest, verify_password
-from api.store.models import Account, Cluster, Token
+from api.store.models import Account, Cluster, Project, Token
 
 ROLES = ("admin", "user")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{1,63}$")
@@ -105,6 +105,8 @@ def delete_account(ctx: Context, actor: Account, account_id: str) -> None:
                                                    Cluster.service_state != "TERMINATED").limit(1)):
             raise Conflict("the account still owns clusters: terminate them first")
         session.execute(delete(Token).where(Token.account_id == account_id))
+        # Its projects go with it (their databases went with its clusters).
+        session.execute(delete(Project).where(Project.owner_id == account_id))
         session.delete(account)
 
 

@@ -20,7 +20,7 @@ from api import operations as ops
 from api.context import Context
 from api.errors import Conflict, Invalid, NotFound
 from api.executor import Job, Outcome
-from api.store.models import Account, Cluster, Credential, Database, Member, Operation
+from api.store.models import Account, Cluster, Credential, Database, Member, Operation, ServiceFact, new_id
 
 CREATING, RUNNING, STARTING, STOPPING, STOPPED = "CREATING", "RUNNING", "STARTING", "STOPPING", "STOPPED"
 RESTARTING, TERMINATING, TERMINATED, ERROR = "RESTARTING", "TERMINATING", "TERMINATED", "ERROR"
@@ -104,10 +104,35 @@ def get_cluster(ctx: Context, actor: Account, cluster_id: str, session: Session 
         return load(s)
 
 
-def find_cluster_by_name(ctx: Context, name: str) -> Cluster | None:
+def instance_name(cluster_name: str, cluster_id: str) -> str:
+    """The instance's name on its host: unique per cluster, so a new cluster never meets an instance
+    that exists already (made by hand, by another control plane, or left over) under its name."""
+    return f"{cluster_name[:50]}-{cluster_id[:8]}"
+
+
+AGENT_CLUSTER_FACT = "agent_cluster_id"
+
+
+def agent_cluster_id(ctx: Context) -> str | None:
+    """The cluster the agent facade serves, kept by id: a later cluster of the same name is another one."""
     with ctx.sessions() as session:
-        return session.scalar(select(Cluster).where(Cluster.name == name, Cluster.service_state != TERMINATED)
-                              .order_by(Cluster.created_at.desc()).limit(1))
+        fact = session.get(ServiceFact, AGENT_CLUSTER_FACT)
+        return fact.value if fact else None
+
+
+def remember_agent_cluster(session: Session, cluster_id: str) -> None:
+    fact = session.get(ServiceFact, AGENT_CLUSTER_FACT)
+    if fact is None:
+        session.add(ServiceFact(key=AGENT_CLUSTER_FACT, value=cluster_id))
+    else:
+        fact.value = cluster_id
+
+
+def get_live_cluster(ctx: Context, actor: Account, cluster_id: str, session: Session | None = None) -> Cluster:
+    """A cluster an operation may act on: visible to the actor and not TERMINATED (409)."""
+    cluster = get_cluster(ctx, actor, cluster_id, session)
+    check_not_terminated(cluster)
+    return cluster
 
 
 SORTABLE = {"name": Cluster.name, "created_at": Cluster.created_at, "modified_at": Cluster.modified_at,
@@ -171,8 +196,9 @@ def _validate(ctx: Context, spec: ClusterSpec) -> catalog.EngineVersion:
             zoneinfo.ZoneInfo(spec.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
             raise Invalid(f"unknown timezone {spec.timezone!r}", field="timezone") from exc
-    if spec.port is not None and spec.port not in range(1024, 65536):
-        raise Invalid("database_port must be within 1024-65535", field="database_port")
+    if spec.port is not None and spec.port not in ctx.settings.ports:
+        raise Invalid(f"database_port must be within {ctx.settings.port_range}, the ports this installation "
+                      "hands to instances (PGDBAAS_PORT_RANGE)", field="database_port")
     return version
 
 
@@ -206,8 +232,10 @@ def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec) -> tuple[Clu
 def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
                     version: catalog.EngineVersion) -> tuple[Cluster, Operation]:
     with ctx.sessions.begin() as session:
-        if session.scalar(select(Cluster.id).where(Cluster.name == spec.name, Cluster.service_state != TERMINATED)):
-            raise Conflict(f"a cluster named {spec.name!r} already exists", field="name")
+        # Names are unique per account: what another account named its clusters is none of its business.
+        if session.scalar(select(Cluster.id).where(Cluster.owner_id == actor.id, Cluster.name == spec.name,
+                                                   Cluster.service_state != TERMINATED)):
+            raise Conflict(f"you already have a cluster named {spec.name!r}", field="name")
         if spec.port is not None:
             host = min(ctx.hosts.hosts.values(), key=lambda h: h.name) if spec.host_group is None else \
                 ctx.hosts.place(session, ctx.settings.ports, spec.host_group)[0]
@@ -222,13 +250,13 @@ def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
             "database_user_name": spec.user_name, "port": port,
         }
         cluster = Cluster(
-            name=spec.name, owner_id=actor.id, engine_version_id=version.id, major_version=version.major,
+            id=new_id(), name=spec.name, owner_id=actor.id, engine_version_id=version.id, major_version=version.major,
             software_version=version.software_version, service_state=CREATING, database_name=spec.database_name,
             settings=settings, tags=spec.tags, dialect_fields=spec.dialect_fields,
             created_by=actor.id, modified_by=actor.id,
         )
-        cluster.members.append(Member(name=spec.name, host=host.name, port=port, role_type="ACTIVE",
-                                      service_state=CREATING))
+        cluster.members.append(Member(name=instance_name(spec.name, cluster.id), host=host.name, port=port,
+                                      role_type="ACTIVE", service_state=CREATING))
         session.add(cluster)
         session.flush()
         extravars = {
@@ -307,9 +335,7 @@ def boot(ctx: Context, actor: Account, cluster_id: str) -> Operation:
 def _lifecycle(ctx: Context, actor: Account, cluster_id: str, kind: str) -> Operation:
     playbook, allowed, transitional = LIFECYCLE[kind]
     with ctx.sessions.begin() as session:
-        cluster = get_cluster(ctx, actor, cluster_id, session)
-        if cluster.service_state == TERMINATED:
-            raise Conflict(f"cluster {cluster_id} is TERMINATED")
+        cluster = get_live_cluster(ctx, actor, cluster_id, session)
         extravars = {"pg_terminate_confirm": cluster.members[0].name} if kind == "terminate" else {}
         return submit(ctx, session, cluster, actor, kind, playbook, extravars, {},
                        allowed_states=allowed, transitional_state=transitional)
@@ -323,13 +349,19 @@ def create_admin(ctx: Context, actor: Account, cluster_id: str, user: str, passw
     if if_exists not in ("fail", "update"):
         raise Invalid("if_exists must be fail or update", field="if_exists")
     with ctx.sessions.begin() as session:
-        cluster = get_cluster(ctx, actor, cluster_id, session)
+        cluster = get_live_cluster(ctx, actor, cluster_id, session)
         return submit(ctx, session, cluster, actor, "create_admin", "create_admin.yml",
                        {"pg_admin_user": user, "pg_admin_if_exists": if_exists},
                        {"pg_admin_password": password}, allowed_states=(RUNNING,))
 
 
 # -- running and finishing ---------------------------------------------------------------------
+def check_not_terminated(cluster: Cluster) -> None:
+    """A terminated cluster has no instance left to act on."""
+    if cluster.service_state == TERMINATED or not cluster.members:
+        raise Conflict(f"cluster {cluster.id} is {cluster.service_state}: it has no instance to act on")
+
+
 def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, playbook: str,
             extravars: dict, secrets: dict, *, allowed_states=None, transitional_state=None,
             lock: bool = True, on_finish=None) -> Operation:
@@ -337,9 +369,11 @@ def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kin
 
     `on_finish` runs in the transaction that ends the operation; the default records what the
     playbook observed of the instance."""
+    check_not_terminated(cluster)
     member = cluster.members[0]
+    # pg_instance_id: the install and terminate roles act only on an instance marked as this cluster's.
     extravars = {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
-                 **extravars}
+                 "pg_instance_id": cluster.id, **extravars}
     operation = ops.open_operation(session, kind=kind, playbook=playbook, actor_id=actor.id, cluster=cluster,
                                    extravars=extravars, allowed_states=allowed_states,
                                    transitional_state=transitional_state, lock=lock)

@@ -53,7 +53,7 @@ class NewDatabase:
 def create_database(ctx: Context, actor: Account, cluster_id: str, spec: NewDatabase) -> Operation:
     clusters.check_sql_name(spec.name, "name")
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         owner = spec.owner or cluster.settings.get("database_user_name") or ""
         if not owner:
             raise Invalid("owner is required: this cluster has no initial user", field="owner")
@@ -87,7 +87,7 @@ def destroy_database(ctx: Context, actor: Account, cluster_id: str, name: str, *
     """Drop a database (its sessions terminated first) and the roles given, or its credentials'."""
     clusters.check_sql_name(name, "name")
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         database = session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == name))
         observed = {d.get("name") for d in clusters.observed_databases(cluster)}
         if if_absent == "fail" and database is None and name not in observed:
@@ -141,7 +141,7 @@ def create_user(ctx: Context, actor: Account, cluster_id: str, user: str, databa
     clusters.check_sql_name(database, "database")
     password = password or generate_password()
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         if session.scalar(select(Credential.id).where(Credential.cluster_id == cluster.id, Credential.user == user)):
             raise Conflict("The user already exists", field="name")
         record_db = session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == database))
@@ -167,7 +167,7 @@ def reset_passwords(ctx: Context, actor: Account, cluster_id: str, passwords: di
     for user in passwords:
         clusters.check_role_name(user, "user")
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         encrypted = {user: ctx.cipher.encrypt(pw.encode()).decode() for user, pw in passwords.items()}
 
         def record(s: Session, operation: Operation, outcome: Outcome) -> None:
@@ -187,7 +187,7 @@ def reset_password(ctx: Context, actor: Account, cluster_id: str, user: str,
                    password: str | None = None) -> tuple[Operation, str]:
     password = password or generate_password()
     with ctx.sessions() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         known = session.scalar(select(Credential.id).where(Credential.cluster_id == cluster.id,
                                                            Credential.user == user))
         roles = {r.get("name") for r in clusters.observed_roles(cluster)}
@@ -200,7 +200,7 @@ def drop_user(ctx: Context, actor: Account, cluster_id: str, user: str) -> Opera
     """Drop a role: what it owns in its database goes to that database's owner, then DROP OWNED."""
     clusters.check_role_name(user, "name")
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         credential = session.scalar(select(Credential).where(Credential.cluster_id == cluster.id,
                                                              Credential.user == user))
         roles = {r.get("name") for r in clusters.observed_roles(cluster)}
@@ -242,7 +242,7 @@ def available_extensions(ctx: Context, actor: Account, cluster_id: str, database
     """Read on the host now (a read-only job beside any running operation)."""
     clusters.check_sql_name(database, "database")
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         if cluster.service_state != clusters.RUNNING:
             raise Conflict(f"cluster {cluster_id} is {cluster.service_state}: extensions are read from a running "
                            "instance")
@@ -263,7 +263,7 @@ def install_extensions(ctx: Context, actor: Account, cluster_id: str, database: 
     for item in extensions:
         clusters.check_sql_name(str(item.get("name", "")), "extensions")
     with ctx.sessions.begin() as session:
-        cluster = clusters.get_cluster(ctx, actor, cluster_id, session)
+        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         return clusters.submit(ctx, session, cluster, actor, "install_extension", "install_extension.yml",
                                {"pg_database": database,
                                 "pg_extensions": [{k: v for k, v in e.items() if k in ("name", "version") and v}

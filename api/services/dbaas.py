@@ -8,6 +8,7 @@ synchronous like the seed: they wait for the operations they start.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -57,34 +58,48 @@ def environment(ctx: Context, environment_id: int) -> str:
     raise NotFound(f"environment {environment_id} not found", field="environment")
 
 
-def projects(ctx: Context) -> list[Project]:
-    with ctx.sessions() as session:
-        return list(session.scalars(select(Project).order_by(Project.id)))
+def _visible_projects(actor: Account):
+    """A project belongs to the account that made it; admins see every one."""
+    statement = select(Project)
+    return statement if actor.role == "admin" else statement.where(Project.owner_id == actor.id)
 
 
-def project(ctx: Context, project_id: int) -> Project:
+def projects(ctx: Context, actor: Account) -> list[Project]:
     with ctx.sessions() as session:
-        found = session.get(Project, project_id)
+        return list(session.scalars(_visible_projects(actor).order_by(Project.id)))
+
+
+def project(ctx: Context, actor: Account, project_id: int) -> Project:
+    with ctx.sessions() as session:
+        found = session.scalar(_visible_projects(actor).where(Project.id == project_id))
     if found is None:
         raise NotFound(f"project {project_id} not found", field="project")
     return found
 
 
+def _check_text(value: str, field: str) -> str:
+    if any(unicodedata.category(c).startswith("C") for c in value):
+        raise Invalid(f"{field} must not contain control or unassigned characters", field=field)
+    return value
+
+
 def create_project(ctx: Context, actor: Account, name: str, description: str = "") -> Project:
-    if not name.strip():
+    name = _check_text(name.strip(), "name")
+    if not name:
         raise Invalid("name must not be empty", field="name")
+    _check_text(description.replace("\n", " ").replace("\t", " "), "description")
     try:
         with ctx.sessions.begin() as session:
-            created = Project(name=name.strip(), description=description)
+            created = Project(name=name, description=description, owner_id=actor.id)
             session.add(created)
     except IntegrityError as exc:
-        raise Conflict(f"project {name!r} already exists", field="name") from exc
+        raise Conflict(f"you already have a project named {name!r}", field="name") from exc
     return created
 
 
 def delete_project(ctx: Context, actor: Account, project_id: int) -> None:
     with ctx.sessions.begin() as session:
-        found = session.get(Project, project_id)
+        found = session.scalar(_visible_projects(actor).where(Project.id == project_id))
         if found is None:
             raise NotFound(f"project {project_id} not found")
         if session.scalar(select(Database.id).where(Database.project_id == project_id).limit(1)):
@@ -135,7 +150,7 @@ def create_database(ctx: Context, actor: Account, name: str, plan_id: int, envir
     chosen_plan = plan(ctx, plan_id)
     group = environment(ctx, environment_id)
     if project_id is not None:
-        project(ctx, project_id)
+        project(ctx, actor, project_id)
     spec = clusters.ClusterSpec(name=name, sizing=chosen_plan.sizing, host_group=group,
                                 dialect_fields={"dbaas": {"database": name}})
     cluster, operation = clusters.create_cluster(ctx, actor, spec)

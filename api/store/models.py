@@ -140,10 +140,14 @@ class Plan(Base):
 
 
 class Project(Base):
+    """A DBaaS project: it belongs to one account (names are unique per owner)."""
+
     __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_project_owner_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"), index=True, nullable=True)
+    name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -180,3 +184,12 @@ class Credential(Base):
     password_encrypted: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServiceFact(Base):
+    """A fact the service keeps about itself, e.g. which cluster the agent facade serves (by id)."""
+
+    __tablename__ = "service_facts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

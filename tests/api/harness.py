@@ -1,7 +1,9 @@
 """A real pgdbaas API process for tests: uvicorn, SQLite or PostgreSQL store, real playbooks."""
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -107,8 +109,13 @@ def cluster_body(name: str, *, user: str = "appuser", password: str = "App-Secre
 
 
 def drop_instance(name: str, version: str = "15") -> None:
-    """Test clean-up of a cluster the test created (ignores one already gone).
+    """Test clean-up of the instances of a cluster named `name` (ignores ones already gone).
 
-    pg_dropcluster leaves the role's conf.d file behind: remove the config dir too."""
-    subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True)
-    shutil.rmtree(Path("/etc/postgresql") / version / name, ignore_errors=True)
+    The API names a cluster's instance `<name>-<first 8 characters of the cluster id>`; an exact
+    name is dropped too. pg_dropcluster leaves the role's conf.d file behind: remove the config dir."""
+    conf_root = Path("/etc/postgresql") / version
+    candidates = {name} | {p.name for p in conf_root.glob(f"{glob.escape(name)}-*")
+                           if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{8}}", p.name)}
+    for instance in sorted(candidates):
+        subprocess.run(["pg_dropcluster", "--stop", version, instance], capture_output=True)
+        shutil.rmtree(conf_root / instance, ignore_errors=True)

@@ -12,7 +12,10 @@ from tests.api.harness import wait_request
 def booted(server):
     """On boot the agent instance is provisioned and started: wait for that request."""
     with server.client() as admin:
-        clusters = admin.get("/v1/clusters", params={"name": AGENT_NAME}).json()["contents"]
+        admin_id = next(a["id"] for a in admin.get("/v1/accounts").json()["contents"] if a["name"] == "admin")
+        # Other accounts may name clusters like it (names are unique per account only).
+        clusters = [c for c in admin.get("/v1/clusters", params={"name": AGENT_NAME, "size": 1000}).json()["contents"]
+                    if c["name"] == AGENT_NAME and c["account_id"] == admin_id]
         assert len(clusters) == 1, "the default instance is an ordinary cluster in /v1/clusters"
         for request in admin.get("/v1/requests", params={"cluster_id": clusters[0]["id"]}).json()["contents"]:
             wait_request(admin, request["request_id"])
