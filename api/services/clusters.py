@@ -70,10 +70,10 @@ def check_sql_name(value: str, field: str) -> str:
 
 
 def check_role_name(value: str, field: str) -> str:
-    """A login role the tenant may own: not the service's own roles."""
+    """A login role the tenant may own: not the server's nor the service's own roles (pgdbaas_*)."""
     check_sql_name(value, field)
-    if value.lower() in RESERVED_ROLES or value.lower().startswith("pg_"):
-        raise Invalid(f"{field} must not be postgres, public, none or pg_*", field=field)
+    if value.lower() in RESERVED_ROLES or value.lower().startswith(("pg_", "pgdbaas_")):
+        raise Invalid(f"{field} must not be postgres, public, none, pg_* or pgdbaas_*", field=field)
     return value
 
 
