@@ -35,9 +35,12 @@ class Invalid(ServiceError):
 
 class OperationFailed(ServiceError):
     """A synchronous dialect waited for an operation that ended in ERROR or CANCELED; the message
-    is the operation's own error text (e.g. the agent seed's "The user already exists")."""
+    is the operation's own error text (e.g. the agent seed's "The user already exists").
 
-    status_code = 500
+    502: the API worked, the job it ran on the database host did not (host unreachable, a task
+    failed); the body names the request, whose events tell the rest."""
+
+    status_code = 502
 
     def __init__(self, message: str, *, request_id: str):
         super().__init__(message)

@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from sqlalchemy import select
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import Context
 from api.deps import current_account
@@ -16,6 +19,7 @@ from api.errors import Conflict, ServiceError
 from api.executor import Executor
 from api.hosts import HostPool
 from api.routers import agent, dbaas, itcare, v1
+from api.routers.common import declare_400_not_422, dialect_of, validation_problems
 from api.security import load_cipher
 from api.services import accounts, clusters, requests
 from api.settings import Settings
@@ -91,18 +95,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Self-hosted PostgreSQL database-as-a-service. Every mutating call is an "
                               "ansible-runner job, answered at once with a request to poll at /v1/requests/{id}.")
 
+    # Every error is rendered by the dialect owning the path (api/routers/common.py).
     @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, exc: ServiceError):
-        body = {"detail": exc.message}
-        if exc.field:
-            body["field"] = exc.field
-        if isinstance(exc, Conflict) and exc.request_id:
-            body["request_id"] = exc.request_id
+    async def service_error(request: Request, exc: ServiceError):
+        body = dialect_of(request.url.path).render(exc.status_code, exc.message, field=exc.field,
+                                                   request_id=getattr(exc, "request_id", None))
         return JSONResponse(status_code=exc.status_code, content=body)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        body = dialect_of(request.url.path).validation_body(validation_problems(exc.errors()))
+        return JSONResponse(status_code=400, content=body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code < 400:
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        body = dialect_of(request.url.path).render(exc.status_code, str(exc.detail))
+        return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.get("/health", tags=["health"])
     def health():
         return {"status": "ok"}
+
+    def openapi_document() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_400_not_422(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi_document
 
     # The reference pages need an account too; a browser asks for it (HTTP Basic) and reuses it.
     @app.get("/openapi.json", include_in_schema=False)

@@ -9,18 +9,19 @@ from __future__ import annotations
 from functools import partial
 
 from fastapi import APIRouter, Depends, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from api.context import Context
 from api.deps import current_account, get_context
-from api.errors import NotFound, OperationFailed, ServiceError
+from api.errors import Conflict, Invalid, NotFound, OperationFailed
+from api.routers.common import AGENT, rule
 from api.services import clusters as service
 from api.services import databases
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster
 
-router = APIRouter(prefix="/service/postgresql", tags=["agent facade"])
+# Errors (validation included) render as the seed's {"error": "..."} (api/routers/common.py).
+router = APIRouter(prefix=AGENT.prefix, tags=["agent facade"], responses=AGENT.responses(401))
 # The seed's configure errors, as the playbooks report them.
 SEED_ERRORS = ("The user already exists", "The database already exists", "The database does not exist")
 
@@ -37,33 +38,32 @@ class AgentStatus(BaseModel):
     databases: list[str]
 
 
-class AgentError(BaseModel):
-    error: str
+SQL_NAME = rule(service.SQL_NAME_RE)
 
 
 class CreateAdmin(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user: str = Field(min_length=1, max_length=63)
-    password: SecretStr = Field(min_length=1)
+    user: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
+    password: SecretStr = Field(min_length=1, max_length=1024)
 
 
 class CreateDatabase(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=63)
-    user: str = Field(min_length=1, max_length=63)
-    password: SecretStr = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
+    user: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
+    password: SecretStr = Field(min_length=1, max_length=1024)
 
 
 class DestroyDatabase(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=63)
-    user: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
+    user: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
 
 
 class ConfigureRequest(BaseModel):
     """Exactly one command per call."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
     create_admin: CreateAdmin | None = None
     create_database: CreateDatabase | None = None
     destroy_database: DestroyDatabase | None = None
@@ -86,36 +86,29 @@ def _status(cluster: Cluster) -> AgentStatus:
     return AgentStatus(state=AGENT_STATES.get(cluster.service_state, "error"), databases=databases)
 
 
-def _error(exc: ServiceError) -> JSONResponse:
-    """The seed's error body; a failed operation carrying one of the seed's errors is a 409."""
-    code = status.HTTP_409_CONFLICT if isinstance(exc, OperationFailed) and exc.message in SEED_ERRORS \
-        else exc.status_code
-    return JSONResponse({"error": exc.message}, status_code=code)
-
-
 def _run(ctx: Context, actor: Account, start) -> Cluster:
-    """Run one operation on the default instance to its end (OperationFailed if it did not succeed)."""
+    """Run one operation on the default instance to its end: OperationFailed (502) if it did not
+    succeed, or a 409 when the job failed with one of the seed's errors."""
     cluster = _cluster(ctx, actor)
-    requests_service.run_to_end(ctx, actor, start(ctx, actor, cluster.id).id)
+    try:
+        requests_service.run_to_end(ctx, actor, start(ctx, actor, cluster.id).id)
+    except OperationFailed as exc:
+        if exc.message in SEED_ERRORS:
+            raise Conflict(exc.message, request_id=exc.request_id) from exc
+        raise
     return service.get_cluster(ctx, actor, cluster.id)
 
 
-@router.get("/status", response_model=AgentStatus, responses={404: {"model": AgentError}})
+@router.get("/status", response_model=AgentStatus, responses=AGENT.responses(404))
 def agent_status(ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
-    try:
-        return _status(_cluster(ctx, actor))
-    except ServiceError as exc:
-        return _error(exc)
+    return _status(_cluster(ctx, actor))
 
 
 def _action(ctx: Context, actor: Account, start):
-    try:
-        return _status(_run(ctx, actor, start))
-    except ServiceError as exc:
-        return _error(exc)
+    return _status(_run(ctx, actor, start))
 
 
-RESPONSES = {409: {"model": AgentError}, 404: {"model": AgentError}, 500: {"model": AgentError}}
+RESPONSES = AGENT.responses(404, 409, 502)
 
 
 @router.post("/start", response_model=AgentStatus, responses=RESPONSES)
@@ -134,13 +127,12 @@ def agent_restart(ctx: Context = Depends(get_context), actor: Account = Depends(
 
 
 @router.post("/configure", status_code=status.HTTP_204_NO_CONTENT,
-             responses={**RESPONSES, 204: {"description": "done; the body is empty"}})
+             responses={**RESPONSES, **AGENT.responses(400), 204: {"description": "done; the body is empty"}})
 def agent_configure(body: ConfigureRequest, ctx: Context = Depends(get_context),
                     actor: Account = Depends(current_account)):
     commands = [name for name in ConfigureRequest.model_fields if getattr(body, name) is not None]
     if len(commands) != 1:
-        return JSONResponse({"error": "send exactly one command: create_admin, create_database or destroy_database"},
-                            status_code=400)
+        raise Invalid("send exactly one command: create_admin, create_database or destroy_database")
     if body.create_admin is not None:
         admin = body.create_admin
         start = partial(service.create_admin, user=admin.user, password=admin.password.get_secret_value())
@@ -151,8 +143,5 @@ def agent_configure(body: ConfigureRequest, ctx: Context = Depends(get_context),
     else:
         gone = body.destroy_database
         start = partial(databases.destroy_database, name=gone.name, users=[gone.user], if_absent="fail")
-    try:
-        _run(ctx, actor, start)
-    except ServiceError as exc:
-        return _error(exc)
+    _run(ctx, actor, start)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

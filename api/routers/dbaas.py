@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.context import Context
 from api.deps import current_account, get_context
 from api.errors import Invalid
+from api.routers.common import DBAAS, INT64_MAX, BodyId, RecordId, page_query, rule, size_query
 from api.services import dbaas as service
+from api.services.clusters import SQL_NAME_RE
 from api.store.models import Account, Credential, Database
 
-router = APIRouter(prefix="/api", tags=["dbaas"])
+router = APIRouter(prefix=DBAAS.prefix, tags=["dbaas"], responses=DBAAS.responses(401))
+# A resource URL (`/api/plan/1/`, absolute or not) or its id.
+Ref = Annotated[str, Field(max_length=2048)] | BodyId
+# A call that waits for its operations: they can be refused (409) or fail on the host (502).
+SYNCHRONOUS = DBAAS.responses(404, 409, 502)
 
 
 class Links(BaseModel):
@@ -29,9 +36,9 @@ class PageLinks(BaseModel):
 class DatabaseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=60, examples=["test database2"])
-    plan: str | int = Field(examples=["/api/plan/1/"])
-    environment: str | int = Field(examples=["/api/environment/1/"])
-    project: str | int | None = None
+    plan: Ref = Field(examples=["/api/plan/1/"])
+    environment: Ref = Field(examples=["/api/environment/1/"])
+    project: Ref | None = None
 
 
 class DatabaseOut(BaseModel):
@@ -111,8 +118,8 @@ class ProjectPage(BaseModel):
 
 class CredentialCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user: str = Field(min_length=1, max_length=63, examples=["u_myusr1"])
-    database: str | int = Field(examples=["/api/database/1/"])
+    user: str = Field(min_length=1, max_length=63, examples=["u_myusr1"], json_schema_extra=rule(SQL_NAME_RE))
+    database: Ref = Field(examples=["/api/database/1/"])
 
 
 class ProjectCreate(BaseModel):
@@ -127,9 +134,9 @@ def _id_from(value: str | int | None, resource: str, field: str) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    match = re.search(rf"(?:^|/api/{resource}/)(\d+)/?$", value.strip())
-    if not match:
-        raise Invalid(f"{field} must be a URL like /api/{resource}/1/", field=field)
+    match = re.search(rf"(?:^|/api/{resource}/)([0-9]{{1,19}})/?$", value.strip())
+    if not match or not 1 <= int(match.group(1)) <= INT64_MAX:
+        raise Invalid(f"{field} must be a URL like /api/{resource}/1/ (an id from 1 to 2^63-1)", field=field)
     return int(match.group(1))
 
 
@@ -171,11 +178,12 @@ def _credential(request: Request, ctx: Context, credential: Credential, with_pas
     return body
 
 
-PAGING = {"page": Query(1, ge=1), "page_size": Query(20, ge=1, le=1000)}
+PAGING = {"page": page_query(1, 1), "page_size": size_query(20)}
 
 
 # -- databases ------------------------------------------------------------------------------
-@router.post("/database/", status_code=status.HTTP_201_CREATED, response_model=DatabaseOut, summary="Create a database")
+@router.post("/database/", status_code=status.HTTP_201_CREATED, response_model=DatabaseOut, summary="Create a database",
+             responses=SYNCHRONOUS)
 def create_database(body: DatabaseCreate, request: Request, ctx: Context = Depends(get_context),
                     actor: Account = Depends(current_account)):
     database = service.create_database(ctx, actor, body.name, _id_from(body.plan, "plan", "plan"),
@@ -192,15 +200,16 @@ def list_databases(request: Request, page: int = PAGING["page"], page_size: int 
             "database": [_database(request, ctx, d) for d in rows]}
 
 
-@router.get("/database/{database_id}/", response_model=DatabaseOut, summary="Get a database")
-def get_database(database_id: int, request: Request, ctx: Context = Depends(get_context),
+@router.get("/database/{database_id}/", response_model=DatabaseOut, summary="Get a database",
+            responses=DBAAS.responses(404))
+def get_database(database_id: RecordId, request: Request, ctx: Context = Depends(get_context),
                  actor: Account = Depends(current_account)):
     return _database(request, ctx, service.get_database(ctx, actor, database_id))
 
 
 @router.delete("/database/{database_id}/", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Quarantine a database (first delete) or destroy it (second delete)")
-def delete_database(database_id: int, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+               summary="Quarantine a database (first delete) or destroy it (second delete)", responses=SYNCHRONOUS)
+def delete_database(database_id: RecordId, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     service.delete_database(ctx, actor, database_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -214,27 +223,31 @@ def list_credentials(request: Request, page: int = PAGING["page"], page_size: in
             "credential": [_credential(request, ctx, c, with_password=False) for c in rows]}
 
 
-@router.get("/credential/{credential_id}/", response_model=CredentialOut, summary="Get a credential with its password")
-def get_credential(credential_id: int, request: Request, ctx: Context = Depends(get_context),
+@router.get("/credential/{credential_id}/", response_model=CredentialOut, summary="Get a credential with its password",
+            responses=DBAAS.responses(404))
+def get_credential(credential_id: RecordId, request: Request, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):
     return _credential(request, ctx, service.get_credential(ctx, actor, credential_id), with_password=True)
 
 
-@router.post("/credential/", status_code=status.HTTP_201_CREATED, response_model=CredentialOut, summary="Create a credential")
+@router.post("/credential/", status_code=status.HTTP_201_CREATED, response_model=CredentialOut, summary="Create a credential",
+             responses=SYNCHRONOUS)
 def create_credential(body: CredentialCreate, request: Request, ctx: Context = Depends(get_context),
                       actor: Account = Depends(current_account)):
     credential = service.create_credential(ctx, actor, body.user, _id_from(body.database, "database", "database"))
     return _credential(request, ctx, credential, with_password=True)
 
 
-@router.post("/credential/{credential_id}/reset_password/", response_model=CredentialOut, summary="Generate a new password")
-def reset_password(credential_id: int, request: Request, ctx: Context = Depends(get_context),
+@router.post("/credential/{credential_id}/reset_password/", response_model=CredentialOut, summary="Generate a new password",
+             responses=SYNCHRONOUS)
+def reset_password(credential_id: RecordId, request: Request, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):
     return _credential(request, ctx, service.reset_credential(ctx, actor, credential_id), with_password=True)
 
 
-@router.delete("/credential/{credential_id}/", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a credential")
-def delete_credential(credential_id: int, ctx: Context = Depends(get_context),
+@router.delete("/credential/{credential_id}/", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a credential",
+               responses=SYNCHRONOUS)
+def delete_credential(credential_id: RecordId, ctx: Context = Depends(get_context),
                       actor: Account = Depends(current_account)):
     service.delete_credential(ctx, actor, credential_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -264,8 +277,8 @@ def list_plans(request: Request, ctx: Context = Depends(get_context), _actor=Dep
             "plan": [_plan(request, p) for p in rows]}
 
 
-@router.get("/plan/{plan_id}/", response_model=PlanOut, summary="Get a plan")
-def get_plan(plan_id: int, request: Request, ctx: Context = Depends(get_context), _actor=Depends(current_account)):
+@router.get("/plan/{plan_id}/", response_model=PlanOut, summary="Get a plan", responses=DBAAS.responses(404))
+def get_plan(plan_id: RecordId, request: Request, ctx: Context = Depends(get_context), _actor=Depends(current_account)):
     return _plan(request, service.plan(ctx, plan_id))
 
 
@@ -276,8 +289,9 @@ def list_environments(request: Request, ctx: Context = Depends(get_context), _ac
             "environment": [_environment(request, ctx, n, name) for n, name in rows]}
 
 
-@router.get("/environment/{environment_id}/", response_model=EnvironmentOut, summary="Get an environment")
-def get_environment(environment_id: int, request: Request, ctx: Context = Depends(get_context),
+@router.get("/environment/{environment_id}/", response_model=EnvironmentOut, summary="Get an environment",
+            responses=DBAAS.responses(404))
+def get_environment(environment_id: RecordId, request: Request, ctx: Context = Depends(get_context),
                     _actor=Depends(current_account)):
     return _environment(request, ctx, environment_id, service.environment(ctx, environment_id))
 
@@ -289,19 +303,22 @@ def list_projects(request: Request, ctx: Context = Depends(get_context), actor: 
             "project": [_project(request, p) for p in rows]}
 
 
-@router.post("/project/", status_code=status.HTTP_201_CREATED, response_model=ProjectOut, summary="Create a project")
+@router.post("/project/", status_code=status.HTTP_201_CREATED, response_model=ProjectOut, summary="Create a project",
+             responses=DBAAS.responses(409))
 def create_project(body: ProjectCreate, request: Request, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):
     return _project(request, service.create_project(ctx, actor, body.name, body.description))
 
 
-@router.get("/project/{project_id}/", response_model=ProjectOut, summary="Get a project")
-def get_project(project_id: int, request: Request, ctx: Context = Depends(get_context),
+@router.get("/project/{project_id}/", response_model=ProjectOut, summary="Get a project",
+            responses=DBAAS.responses(404))
+def get_project(project_id: RecordId, request: Request, ctx: Context = Depends(get_context),
                 actor: Account = Depends(current_account)):
     return _project(request, service.project(ctx, actor, project_id))
 
 
-@router.delete("/project/{project_id}/", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a project")
-def delete_project(project_id: int, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+@router.delete("/project/{project_id}/", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a project",
+               responses=DBAAS.responses(404, 409))
+def delete_project(project_id: RecordId, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     service.delete_project(ctx, actor, project_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

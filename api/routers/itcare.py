@@ -9,32 +9,49 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Body, Depends, status
+from fastapi import APIRouter, Depends, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import catalog, operations as ops
 from api.context import Context
 from api.deps import current_account, get_context
-from api.errors import Invalid, ServiceError
+from api.errors import Invalid
+from api.routers.common import INT64_MAX, ITCARE, rule
 from api.services import clusters as service
 from api.services import databases
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster, Operation
 
-router = APIRouter(prefix="/itcare/databases/postgresql", tags=["itcare"])
+# Errors (validation included) render as the seed's body: {"status", "error", "message", "field", "errors"}.
+router = APIRouter(prefix=ITCARE.prefix, tags=["itcare"], responses=ITCARE.responses(401))
 
 ADMIN_USER = "admin"
 
 
-def _install_extension(ctx: Context, actor: Account, instance_id: str, options: dict) -> Operation:
-    if not isinstance(options, dict) or not options.get("dbname") or not options.get("extensions_list"):
+class ItcareExtension(BaseModel):
+    name: str = Field(min_length=1, max_length=63)
+    version: str | None = Field(default=None, max_length=32)
+
+
+class PatchOptions(BaseModel):
+    """install_extension's options (start and stop take none)."""
+
+    dbname: str | None = Field(default=None, max_length=63)
+    extensions_list: list[ItcareExtension] | None = None
+
+
+class PatchInstance(BaseModel):
+    operation: str = Field(description="start | stop | install_extension", max_length=64)
+    options: PatchOptions | None = None
+
+
+def _install_extension(ctx: Context, actor: Account, instance_id: str, options: PatchOptions | None) -> Operation:
+    if options is None or not options.dbname or not options.extensions_list:
         raise Invalid("options.dbname and options.extensions_list are required for install_extension",
                       field="options")
-    extensions = options["extensions_list"]
-    if not isinstance(extensions, list) or not all(isinstance(e, dict) and e.get("name") for e in extensions):
-        raise Invalid("options.extensions_list must be a list of {\"name\": ...}", field="options.extensions_list")
-    return databases.install_extensions(ctx, actor, instance_id, str(options["dbname"]), extensions)
+    extensions = [e.model_dump(exclude_none=True) for e in options.extensions_list]
+    return databases.install_extensions(ctx, actor, instance_id, options.dbname, extensions)
 
 
 # operation -> service call (ctx, actor, instance id, options)
@@ -63,13 +80,19 @@ KEPT_FIELDS = ("serviceId", "networkId", "area", "az", "trigram", "cloudId", "re
 class CreateInstance(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="5-60 lowercase letters or digits, not 'cluster' (upper case is folded)")
+    name: str = Field(description="5-60 lowercase letters or digits, not 'cluster' (upper case is folded)",
+                      json_schema_extra={"pattern": "^[A-Za-z0-9]{5,60}$"})
     admPassword: str = Field(description="12+ characters with a lowercase, an uppercase, a digit and a special")
-    nodeSizing: str = Field(description="e.g. 2cpu4gb")
+    nodeSizing: str = Field(description="e.g. 2cpu4gb", json_schema_extra=rule(service.SIZING_RE))
     diskSize: int = Field(strict=True, description="GB, 40-1024 (an integer, as the seed says)")
     postgreVersion: str = Field(description="a major of GET /v1/engine-versions")
     topology: str = "STANDALONE"
     allowedReplicationLag: int | None = Field(default=None, strict=True, description="MB, 1-10240")
+    # Kept on the record and shown by GET (cloud-only elsewhere): typed so that GET can show them.
+    serviceId: int | None = Field(default=None, strict=True, ge=0, le=INT64_MAX)
+    networkId: int | None = Field(default=None, strict=True, ge=0, le=INT64_MAX)
+    area: str | None = Field(default=None, max_length=64)
+    trigram: str | None = Field(default=None, max_length=64)
 
     @field_validator("name")
     @classmethod
@@ -160,14 +183,10 @@ class Instance(BaseModel):
     allowedReplicationLag: int | None = None
 
 
-def bad_request(message: str, field: str | None = None, errors: list | None = None) -> JSONResponse:
-    return JSONResponse(status_code=400, content={
-        "status": 400, "error": "Bad Request", "message": message, "field": field, "errors": errors or []})
-
-
 def _render_async(cluster: Cluster, operation: Operation, process: str) -> AsyncBody:
     return AsyncBody(id=operation.id, internalId=cluster.id, status=ASYNC_STATUS[operation.state],
-                     lastUpdatedAt=operation.finished_at or operation.started_at or operation.created_at,
+                     lastUpdatedAt=(operation.finished_at or operation.started_at or operation.created_at)
+                     .replace(tzinfo=timezone.utc),  # the store keeps naive UTC; RFC 3339 wants the offset
                      message=operation.error or f"{process} {ASYNC_STATUS[operation.state].lower()}",
                      process=process, resourceName=cluster.name)
 
@@ -177,42 +196,25 @@ def _accepted(cluster: Cluster, operation: Operation, process: str) -> JSONRespo
     return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=body.model_dump(mode="json"))
 
 
-def _service_error(exc: ServiceError) -> JSONResponse:
-    if exc.status_code == 400:
-        return bad_request(exc.message, exc.field)
-    return JSONResponse(status_code=exc.status_code, content={"status": exc.status_code, "message": exc.message})
-
-
 @router.post("", status_code=202, response_model=AsyncBody, summary="Create a PostgreSQL instance",
-             responses={400: {"description": "a field breaks a rule; nothing is created"}})
-def create_instance(body: dict = Body(...), ctx: Context = Depends(get_context),
+             responses=ITCARE.responses(400, 409))
+def create_instance(request: CreateInstance, ctx: Context = Depends(get_context),
                     actor: Account = Depends(current_account)):
-    try:
-        request = CreateInstance.model_validate(body)
-    except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
-                   "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
-        return bad_request("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors[0]["field"], errors)
     if catalog.find(ctx.settings, request.postgreVersion) is None:
         majors = ", ".join(v.major for v in catalog.engine_versions(ctx.settings))
-        return bad_request(f"postgreVersion: must be one of {majors}", "postgreVersion")
-    kept = {key: value for key, value in body.items() if key in KEPT_FIELDS}
+        raise Invalid(f"postgreVersion: must be one of {majors}", field="postgreVersion")
+    kept = {key: value for key, value in request.model_dump(exclude_unset=True).items() if key in KEPT_FIELDS}
     spec = service.ClusterSpec(name=request.name, engine_version=request.postgreVersion,
                                user_name=ADMIN_USER, user_password=request.admPassword, sizing=request.nodeSizing,
                                dialect_fields={"itcare": kept})
-    try:
-        cluster, operation = service.create_cluster(ctx, actor, spec)
-    except ServiceError as exc:
-        return _service_error(exc)
+    cluster, operation = service.create_cluster(ctx, actor, spec)
     return _accepted(cluster, operation, "CREATE_POSTGRESQL")
 
 
-@router.get("/{instance_id}", response_model=Instance, summary="Get a PostgreSQL instance")
+@router.get("/{instance_id}", response_model=Instance, summary="Get a PostgreSQL instance",
+            responses=ITCARE.responses(404))
 def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
-    try:
-        cluster = service.get_cluster(ctx, actor, instance_id)
-    except ServiceError as exc:
-        return _service_error(exc)
+    cluster = service.get_cluster(ctx, actor, instance_id)
     kept = cluster.dialect_fields.get("itcare", {})
     sizing = service.SIZING_RE.match(cluster.settings.get("sizing", ""))
     member = cluster.members[0] if cluster.members else None
@@ -237,31 +239,25 @@ def _last_request(ctx: Context, actor: Account, cluster_id: str) -> Operation | 
     return rows[0] if rows else None
 
 
-@router.delete("/{instance_id}", status_code=202, response_model=AsyncBody, summary="Delete a PostgreSQL instance")
+@router.delete("/{instance_id}", status_code=202, response_model=AsyncBody, summary="Delete a PostgreSQL instance",
+               responses=ITCARE.responses(404, 409))
 def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
-    try:
-        cluster = service.get_cluster(ctx, actor, instance_id)
-        operation = service.terminate(ctx, actor, instance_id)
-    except ServiceError as exc:
-        return _service_error(exc)
+    cluster = service.get_cluster(ctx, actor, instance_id)
+    operation = service.terminate(ctx, actor, instance_id)
     return _accepted(cluster, operation, "DELETE_POSTGRESQL")
 
 
 @router.patch("/{instance_id}", status_code=202, response_model=AsyncBody,
-              summary="Performs update state actions (operation: start | stop | install_extension)")
-def patch_instance(instance_id: str, body: dict = Body(..., examples=[{"operation": "start"}]),
-                   ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
-    operation_name = body.get("operation") if isinstance(body, dict) else None
-    if operation_name not in PATCH_OPERATIONS:
+              summary="Performs update state actions (operation: start | stop | install_extension)",
+              responses=ITCARE.responses(400, 404, 409))
+def patch_instance(instance_id: str, body: PatchInstance, ctx: Context = Depends(get_context),
+                   actor: Account = Depends(current_account)):
+    if body.operation not in PATCH_OPERATIONS:
         supported = ", ".join(sorted(PATCH_OPERATIONS))
-        return bad_request(f"operation: unknown operation {operation_name!r}; supported operations: {supported}",
-                           "operation")
-    try:
-        cluster = service.get_cluster(ctx, actor, instance_id)
-        operation = PATCH_OPERATIONS[operation_name](ctx, actor, instance_id, body.get("options") or {})
-    except ServiceError as exc:
-        return _service_error(exc)
-    return _accepted(cluster, operation, f"{operation_name.upper()}_POSTGRESQL")
+        raise Invalid(f"operation: unknown operation; supported operations: {supported}", field="operation")
+    cluster = service.get_cluster(ctx, actor, instance_id)
+    operation = PATCH_OPERATIONS[body.operation](ctx, actor, instance_id, body.options)
+    return _accepted(cluster, operation, f"{body.operation.upper()}_POSTGRESQL")
 
 
 class ExtensionRow(BaseModel):
@@ -284,26 +280,20 @@ class AvailableExtension(BaseModel):
 
 
 @router.get("/{instance_id}/databases", response_model=list[DatabaseRow],
-            summary="Get available databases (with their extensions)")
+            summary="Get available databases (with their extensions)", responses=ITCARE.responses(404))
 def instance_databases(instance_id: str, ctx: Context = Depends(get_context),
                        actor: Account = Depends(current_account)):
-    try:
-        rows = databases.list_databases(ctx, actor, instance_id)
-    except ServiceError as exc:
-        return _service_error(exc)
+    rows = databases.list_databases(ctx, actor, instance_id)
     return [DatabaseRow(name=row["name"], extensions=[
         ExtensionRow(name=e.get("name"), schema_=e.get("schema"), version=e.get("version"))
         for e in row.get("extensions", []) if isinstance(e, dict)]) for row in rows]
 
 
 @router.get("/{instance_id}/extensions", response_model=list[AvailableExtension],
-            summary="Get available extensions")
+            summary="Get available extensions", responses=ITCARE.responses(404, 409, 502))
 def instance_extensions(instance_id: str, ctx: Context = Depends(get_context),
                         actor: Account = Depends(current_account)):
-    try:
-        rows = databases.available_extensions(ctx, actor, instance_id)
-    except ServiceError as exc:
-        return _service_error(exc)
+    rows = databases.available_extensions(ctx, actor, instance_id)
     return [AvailableExtension(name=row["name"], version=row.get("default_version"), comment=row.get("comment"),
                                requiresRestarting=bool(row.get("requires_restart")),
                                link=row.get("link") or f"https://www.postgresql.org/search/?q={row['name']}")

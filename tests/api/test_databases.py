@@ -110,7 +110,7 @@ def test_bad_input_is_refused_and_changes_nothing(admin, cluster):
                       json={"name": "nobody", "database": "nosuchdb"}).status_code == 404
     assert admin.post(f"/v1/clusters/{cluster_id}/users",
                       json={"name": "appuser", "database": "appdb"}).status_code == 409
-    assert admin.post(f"/v1/clusters/{cluster_id}/extensions", json={"database": "appdb"}).status_code == 422
+    assert admin.post(f"/v1/clusters/{cluster_id}/extensions", json={"database": "appdb"}).status_code == 400
     assert admin.post("/v1/clusters/nope/databases", json={"name": "x"}).status_code == 404
     assert admin.get("/v1/requests", params={"cluster_id": cluster_id}).json()["count"] == before
 

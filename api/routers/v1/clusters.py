@@ -1,10 +1,11 @@
 """/v1/clusters: create, list, show, start, stop, restart, terminate."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, status
 
 from api.context import Context
 from api.deps import current_account, get_context
+from api.routers.common import V1, page_query, size_query
 from api.routers.v1.models import (AsyncResponse, ClusterCreateRequest, ClusterDetail, ClusterPage,
                                    ClusterSummary, InitConfigOptionOut, InstanceGroupOut, InstanceOut)
 from api.services import clusters as service
@@ -12,6 +13,8 @@ from api.store.models import Account, Cluster, Operation
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 ACCEPTED = {"status_code": status.HTTP_202_ACCEPTED, "response_model": AsyncResponse}
+# An operation on an existing cluster: it may be gone (404), or busy / in the wrong state (409).
+ON_CLUSTER = {**ACCEPTED, "responses": V1.responses(404, 409)}
 
 
 def accepted(cluster_id: str, operation: Operation) -> AsyncResponse:
@@ -55,7 +58,7 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
     )
 
 
-@router.post("", **ACCEPTED, summary="Create Cluster")
+@router.post("", **ACCEPTED, summary="Create Cluster", responses=V1.responses(409))
 def create_cluster(body: ClusterCreateRequest, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):
     init = body.init_config_option
@@ -72,7 +75,7 @@ def create_cluster(body: ClusterCreateRequest, ctx: Context = Depends(get_contex
 
 
 @router.get("", response_model=ClusterPage, summary="List Clusters")
-def list_clusters(size: int = Query(20, ge=1, le=1000), page: int = Query(0, ge=0), sort: str = "name:asc",
+def list_clusters(size: int = size_query(20), page: int = page_query(0, 0), sort: str = "name:asc",
                   name: str | None = None, service_state: str | None = None, database_name: str | None = None,
                   ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     rows, count = service.list_clusters(ctx, actor, page=page, size=size, sort=sort, name=name,
@@ -80,33 +83,33 @@ def list_clusters(size: int = Query(20, ge=1, le=1000), page: int = Query(0, ge=
     return ClusterPage(contents=[summary(c) for c in rows], count=count, page=page, size=size, sort=[sort])
 
 
-@router.get("/{cluster_id}", response_model=ClusterDetail, summary="Show Cluster")
+@router.get("/{cluster_id}", response_model=ClusterDetail, summary="Show Cluster", responses=V1.responses(404))
 def show_cluster(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return detail(ctx, service.get_cluster(ctx, actor, cluster_id))
 
 
-@router.post("/{cluster_id}/start", **ACCEPTED, summary="Start Cluster")
+@router.post("/{cluster_id}/start", **ON_CLUSTER, summary="Start Cluster")
 def start_cluster(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return accepted(cluster_id, service.start(ctx, actor, cluster_id))
 
 
-@router.post("/{cluster_id}/stop", **ACCEPTED, summary="Stop Cluster")
+@router.post("/{cluster_id}/stop", **ON_CLUSTER, summary="Stop Cluster")
 def stop_cluster(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return accepted(cluster_id, service.stop(ctx, actor, cluster_id))
 
 
-@router.post("/{cluster_id}/restart", **ACCEPTED, summary="Restart Cluster")
+@router.post("/{cluster_id}/restart", **ON_CLUSTER, summary="Restart Cluster")
 def restart_cluster(cluster_id: str, ctx: Context = Depends(get_context),
                     actor: Account = Depends(current_account)):
     return accepted(cluster_id, service.restart(ctx, actor, cluster_id))
 
 
-@router.post("/{cluster_id}/sync-state", **ACCEPTED, summary="Sync Cluster State (observe it again)")
+@router.post("/{cluster_id}/sync-state", **ON_CLUSTER, summary="Sync Cluster State (observe it again)")
 def sync_state(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return accepted(cluster_id, service.observe(ctx, actor, cluster_id))
 
 
-@router.delete("/{cluster_id}", **ACCEPTED, summary="Terminate Cluster")
+@router.delete("/{cluster_id}", **ON_CLUSTER, summary="Terminate Cluster")
 def terminate_cluster(cluster_id: str, ctx: Context = Depends(get_context),
                       actor: Account = Depends(current_account)):
     return accepted(cluster_id, service.terminate(ctx, actor, cluster_id))

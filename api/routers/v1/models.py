@@ -6,6 +6,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr
 
+from api.routers.common import rule
+from api.services.clusters import CLUSTER_NAME_RE, LOCALE_RE, SIZING_RE, SQL_NAME_RE
+
+SQL_NAME, CLUSTER_NAME, SIZING, LOCALE = rule(SQL_NAME_RE), rule(CLUSTER_NAME_RE), rule(SIZING_RE), rule(LOCALE_RE)
+
 # The store keeps naive UTC; the API shows it as the seed does: 2024-05-17T00:23:17Z.
 Timestamp = Annotated[datetime, PlainSerializer(
     lambda value: value.replace(tzinfo=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -26,16 +31,16 @@ class InitConfigOption(Strict):
     audit_enabled: bool = False
     backup_option: BackupOption | None = None
     database_encoding: str = "UTF-8"
-    database_locale: str = "C.UTF-8"
-    database_name: str = Field(min_length=1, max_length=63)
+    database_locale: str = Field(default="C.UTF-8", json_schema_extra=LOCALE)
+    database_name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
     database_port: int | None = Field(default=None, ge=1024, le=65535)
-    database_user_name: str = Field(min_length=1, max_length=63)
+    database_user_name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
     database_user_password: SecretStr = Field(min_length=8, max_length=128)
 
 
 class BlockStorageGroup(Strict):
     role_type: str | None = None
-    size_gb: int | None = None
+    size_gb: int | None = Field(default=None, ge=1, le=1_048_576, description="accepted and ignored")
     volume_type: str | None = None
 
 
@@ -49,7 +54,7 @@ class InstanceGroupRequest(Strict):
     block_storage_groups: list[BlockStorageGroup] = []
     instances: list[InstanceRequest] = []
     role_type: str | None = "ACTIVE"
-    server_type_name: str = Field(default="2cpu4gb", description="sizing, e.g. 2cpu4gb")
+    server_type_name: str = Field(default="2cpu4gb", description="sizing, e.g. 2cpu4gb", json_schema_extra=SIZING)
 
 
 class MaintenanceOption(Strict):
@@ -59,7 +64,7 @@ class MaintenanceOption(Strict):
 
 
 class ClusterCreateRequest(Strict):
-    name: str = Field(min_length=3, max_length=63)
+    name: str = Field(min_length=3, max_length=63, json_schema_extra=CLUSTER_NAME)
     dbaas_engine_version_id: str = Field(default="", description="id from GET /v1/engine-versions; empty: default")
     ha_enabled: bool = False
     init_config_option: InitConfigOption
@@ -214,7 +219,7 @@ class EngineVersionList(BaseModel):
 
 class AccountCreate(Strict):
     name: str = Field(min_length=2, max_length=64)
-    password: SecretStr = Field(min_length=8)
+    password: SecretStr = Field(min_length=8, max_length=128)
     role: str = Field(default="user", pattern="^(admin|user)$")
 
 
@@ -236,12 +241,12 @@ class TokenOut(BaseModel):
 
 
 class ExtensionRef(Strict):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
     version: str | None = Field(default=None, max_length=32)
 
 
 class DatabaseCreate(Strict):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
     owner: str = Field(default="", max_length=63, description="login role owning it; default: the initial user")
     owner_password: SecretStr | None = Field(default=None, min_length=8, max_length=128,
                                              description="when given, the owner role is created with it")
@@ -257,8 +262,9 @@ class DatabaseOut(BaseModel):
 
 
 class UserCreate(Strict):
-    name: str = Field(min_length=1, max_length=63)
-    database: str = Field(min_length=1, max_length=63, description="the one database this user may connect to")
+    name: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
+    database: str = Field(min_length=1, max_length=63, description="the one database this user may connect to",
+                          json_schema_extra=SQL_NAME)
     password: SecretStr | None = Field(default=None, min_length=8, max_length=128, description="default: generated")
 
 
@@ -279,7 +285,7 @@ class AsyncPasswordResponse(AsyncResponse):
 
 
 class ExtensionInstall(Strict):
-    database: str = Field(min_length=1, max_length=63)
+    database: str = Field(min_length=1, max_length=63, json_schema_extra=SQL_NAME)
     extensions: list[ExtensionRef] = Field(min_length=1)
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import operations as ops
 from api.context import Context
 from api.deps import current_account, get_context
+from api.routers.common import V1, page_query, size_query
 from api.routers.v1.models import Progress, RequestEvent, RequestPage, RequestState
 from api.services import requests as service
 from api.store.models import Account, Operation
@@ -34,25 +35,30 @@ def render_event(event) -> RequestEvent:
 
 
 @router.get("", response_model=RequestPage, summary="List Requests")
-def list_requests(cluster_id: str | None = None, state: str | None = None, page: int = Query(0, ge=0),
-                  size: int = Query(20, ge=1, le=1000), ctx: Context = Depends(get_context),
+def list_requests(cluster_id: str | None = None, state: str | None = None, page: int = page_query(0, 0),
+                  size: int = size_query(20), ctx: Context = Depends(get_context),
                   actor: Account = Depends(current_account)):
     rows, count = service.list_requests(ctx, actor, cluster_id=cluster_id, state=state, page=page, size=size)
     return RequestPage(contents=[render(o) for o in rows], count=count, page=page, size=size)
 
 
-@router.get("/{request_id}", response_model=RequestState, summary="Show Request")
+@router.get("/{request_id}", response_model=RequestState, summary="Show Request", responses=V1.responses(404))
 def show_request(request_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return render(service.get_request(ctx, actor, request_id))
 
 
-@router.post("/{request_id}/cancel", response_model=RequestState, status_code=202, summary="Cancel Request")
+@router.post("/{request_id}/cancel", response_model=RequestState, status_code=202, summary="Cancel Request",
+             responses=V1.responses(404, 409))
 def cancel_request(request_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return render(service.cancel(ctx, actor, request_id))
 
 
 @router.get("/{request_id}/events", summary="Request events (JSON list, or an SSE stream while it runs)",
-            response_model=list[RequestEvent])
+            response_model=list[RequestEvent],
+            responses={**V1.responses(404), 200: {
+                "description": "the events so far (JSON), or with `Accept: text/event-stream` a stream of "
+                               "`task` events ending with an `end` event",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def request_events(request: Request, request_id: str, ctx: Context = Depends(get_context),
                          actor: Account = Depends(current_account)):
     existing = await run_in_threadpool(service.events, ctx, actor, request_id)
