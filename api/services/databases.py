@@ -6,6 +6,7 @@ the same cluster. Records (Database, Credential) are written when the playbook s
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -18,8 +19,10 @@ from api.security import generate_password
 from api.services import clusters
 from api.services import requests as requests_service
 from api.store.models import Account, Credential, Database, Operation
+from plugins.module_utils.extensions import denied_reason
 
 RUNNING_ONLY = (clusters.RUNNING,)
+EXTENSION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")  # uuid-ossp has a dash
 
 
 def _hook(extra):
@@ -261,13 +264,22 @@ def install_extensions(ctx: Context, actor: Account, cluster_id: str, database: 
     if not extensions:
         raise Invalid("extensions must name at least one extension", field="extensions")
     for item in extensions:
-        clusters.check_sql_name(str(item.get("name", "")), "extensions")
+        name = str(item.get("name", ""))
+        if not EXTENSION_NAME_RE.match(name):
+            raise Invalid("extension names are 1-63 letters, digits, _ or -, starting with a letter or _",
+                          field="extensions")
+        # Untrusted languages and file, program or network access stay out of tenants' reach; the
+        # playbook refuses them too (and whatever would pull one in), unless an admin asks.
+        reason = denied_reason(name)
+        if reason and actor.role != "admin":
+            raise Invalid(f"extension {name!r} is not available to tenants: {reason}", field="extensions")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         return clusters.submit(ctx, session, cluster, actor, "install_extension", "install_extension.yml",
                                {"pg_database": database,
                                 "pg_extensions": [{k: v for k, v in e.items() if k in ("name", "version") and v}
-                                                  for e in extensions]},
+                                                  for e in extensions],
+                                "pg_extensions_allow_untrusted": actor.role == "admin"},
                                {}, allowed_states=RUNNING_ONLY)
 
 

@@ -92,6 +92,17 @@ def test_names_are_unique_per_account_and_errors_name_no_other_tenant(server, ad
             for client in (a, b):
                 answer = client.get("/service/postgresql/status")
                 assert answer.status_code == 404 and agent_id not in answer.text
+            # Untrusted languages and file/program access are refused to a tenant, in every dialect.
+            for extension in ("plpython3u", "file_fdw", "adminpack"):
+                answer = a.post(f"/v1/clusters/{cluster_id}/extensions",
+                                json={"database": "otherdb", "extensions": [{"name": extension}]})
+                assert answer.status_code == 400 and extension in answer.json()["detail"], answer.text
+            answer = a.patch(f"/itcare/databases/postgresql/{cluster_id}", json={
+                "operation": "install_extension",
+                "options": {"dbname": "otherdb", "extensions_list": [{"name": "plperlu"}]}})
+            assert answer.status_code == 400 and "plperlu" in answer.text, answer.text
+            assert not [r for r in a.get("/v1/requests", params={"cluster_id": cluster_id}).json()["contents"]
+                        if r["operation"] == "install_extension"]
             # A terminated cluster takes no more operations: 409 with its state, never a 500.
             done = a.delete(f"/v1/clusters/{cluster_id}")
             assert wait_request(a, done.json()["request_id"])["state"] == "SUCCESS"
