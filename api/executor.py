@@ -5,6 +5,24 @@ in a worker thread (never on the event loop) with a cancel_callback (so runner d
 its own signal handlers over uvicorn's), streams masked task events into the store, reads the
 playbook's `set_stats` result, and hands the outcome to the caller's `on_finish` hook inside the
 same transaction that ends the operation and frees its cluster.
+
+Crash safety (a `kill -9` of the API must leave no secret and no process behind):
+- the job's environment is only what it needs (`_JobConfig`): ansible-runner writes it into
+  `artifacts/*/command` at the start of the run, so the API's own environment (its admin
+  password, its store DSN) must never be in it; `env/envvars` is not written at all;
+- module arguments travel through a pipe (ANSIBLE_PIPELINING), never an AnsiballZ file left in
+  ~/.ansible/tmp by a killed job; events are masked before runner writes them;
+- every process of a job carries JOB_MARK=<operation id> in its environment (ansible 2.19
+  workers call setsid, so a job is several process groups: the mark, not a group, says what
+  is the job's); every job runs under `GUARD`, which leads the job's first process group (the
+  pty session runner opens) and gets PR_SET_PDEATHSIG: when the API dies, it kills every
+  process of the job; a canceled or ended job is swept the same way (`_sweep`);
+- the operation row records its owner (host, boot id, pid and its start time) and the job's
+  process group, so the next start-up can prove which leftover processes are its own orphans,
+  end them (`end_orphaned_jobs`) before anything else touches the cluster, and scrub the job
+  directories with the secrets file it finds left (`clean_leftovers`).
+PostgreSQL servers a job starts carry the mark too but live in their own sessions: they are
+never signalled.
 """
 from __future__ import annotations
 
@@ -12,15 +30,20 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ansible_runner
 import yaml
+from ansible_runner.config.runner import RunnerConfig
+from ansible_runner.runner import Runner
+from ansible_runner.utils import dump_artifacts
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +62,55 @@ RECORDED_EVENTS = {
     "runner_on_changed", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable",
     "playbook_on_stats",
 }
+# Variables of the API's environment a job inherits; everything else it gets is explicit.
+INHERITED_ENV = {"HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSH_AUTH_SOCK"}
+
+# In the environment of every process of a job: its operation id.
+JOB_MARK = "PGDBAAS_JOB_ID"
+POSTGRES_COMMS = (b"postgres", b"postmaster")
+# The leader of every job: it runs ansible-playbook (argv[2:]) as its child and, through
+# PR_SET_PDEATHSIG, gets SIGTERM when the API thread that started it dies (kill -9 included),
+# upon which it SIGKILLs every process carrying the job's mark (PostgreSQL servers aside), then
+# its own group: no job outlives the API. It first prints its pid (its group) to be recorded.
+GUARD_MARKER = "pgdbaas-job-group"
+GUARD = f"""
+import ctypes, os, signal, sys, time
+MARK = ("{JOB_MARK}=" + os.environ["{JOB_MARK}"]).encode()
+def marked():
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open("/proc/" + entry + "/environ", "rb") as f:
+                    environ = f.read().split(bytes(1))
+                with open("/proc/" + entry + "/comm", "rb") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if MARK in environ and comm not in {POSTGRES_COMMS!r}:
+                yield int(entry)
+def end(*_):
+    for _ in range(500):
+        pids = list(marked())
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, end)
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    end()
+print("{GUARD_MARKER}", os.getpid(), flush=True)
+child = os.fork()
+if child == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+status = os.waitpid(child, 0)[1]
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
 
 
 @dataclass
@@ -74,6 +146,104 @@ def mask(text: str | None, secrets: list[str]) -> str | None:
     return text
 
 
+def secret_values(secrets) -> list[str]:
+    """Every password in a job's secrets (values may be nested: {"pg_user_passwords": {user: pw}}),
+    with the forms JSON files spell them in, longest first so no secret is masked only in part."""
+    found: set[str] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif value is not None and value != "":
+            text = str(value)
+            found.update({text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]})
+
+    walk(secrets)
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def _mask_deep(value, secrets: list[str]):
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, dict):
+        return {key: _mask_deep(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_deep(item, secrets) for item in value]
+    return value
+
+
+# -- processes ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcStat:
+    state: str
+    ppid: int
+    pgrp: int
+    start: int  # clock ticks after boot: with the boot id, it tells a pid's process from a reuse
+
+    @property
+    def dead(self) -> bool:
+        return self.state in ("Z", "X", "x")
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (OSError, ValueError):
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return ProcStat(state=fields[0].decode(), ppid=int(fields[1]), pgrp=int(fields[2]), start=int(fields[19]))
+
+
+def _proc_bytes(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _processes() -> dict[int, ProcStat]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := proc_stat(int(entry))) is not None:
+            found[int(entry)] = stat
+    return found
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """An API process that owns jobs: which host, which boot of it, which process."""
+
+    host: str
+    boot_id: str
+    pid: int
+    start: int | None
+
+    @classmethod
+    def current(cls) -> Worker:
+        stat = proc_stat(os.getpid())
+        return cls(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid(),
+                   start=stat.start if stat else None)
+
+    def columns(self) -> dict:
+        return {"worker_host": self.host, "worker_boot_id": self.boot_id, "worker_pid": self.pid,
+                "worker_start": self.start}
+
+    def same_boot(self, operation: Operation) -> bool:
+        """The operation's owner ran on this host since its last boot (its pids mean something here)."""
+        return operation.worker_host == self.host and operation.worker_boot_id == self.boot_id
+
+
 class Executor:
     def __init__(self, sessions: sessionmaker[Session], *, jobs_dir: Path, playbook_dir: Path,
                  workers: int, job_timeout: int = 3600):
@@ -86,12 +256,17 @@ class Executor:
         self._done: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.event_signal = threading.Condition()
+        self.worker = Worker.current()
         jobs_dir.mkdir(parents=True, exist_ok=True)
 
     # -- public interface -------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._lock:
             self._done[job.operation_id] = threading.Event()
+        # The job is this process's from now on: a start-up elsewhere leaves it alone while we live.
+        with self._sessions.begin() as session:
+            session.execute(update(Operation).where(Operation.id == job.operation_id)
+                            .values(**self.worker.columns()))
         self._pool.submit(self._run_guarded, job)
 
     def request_cancel(self, operation_id: str) -> None:
@@ -138,40 +313,28 @@ class Executor:
             # Only a QUEUED operation starts: a cancel may have ended it while it waited.
             started = session.execute(
                 update(Operation).where(Operation.id == job.operation_id, Operation.state == ops.QUEUED)
-                .values(state=ops.IN_PROGRESS, started_at=utcnow())
+                .values(state=ops.IN_PROGRESS, started_at=utcnow(), **self.worker.columns())
             ).rowcount
         if not started:
             return
 
-        secrets = [str(value) for value in job.secrets.values() if value]
+        secrets = secret_values(job.secrets)
         job_dir = self._jobs_dir / job.operation_id
         secrets_file = self._write_private_files(job, job_dir)
         recorder = _EventRecorder(self, job.operation_id, secrets)
         try:
-            runner = ansible_runner.run(
-                private_data_dir=str(job_dir),
-                ident="run",
-                playbook=str(self._playbook_dir / job.playbook),
-                inventory=str(job_dir / "inventory" / "hosts.yml"),
-                extravars=job.extravars,
-                cmdline=f"-e @{secrets_file}" if secrets_file else None,
-                envvars={
-                    "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-                    "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT),
-                    "ANSIBLE_NOCOLOR": "1",
-                },
-                event_handler=recorder,
-                cancel_callback=lambda: job.operation_id in self._cancel,
-                quiet=True,
-                timeout=self._job_timeout,
-                settings={"suppress_ansible_output": True},
-            )
+            runner = self._runner(job, job_dir, secrets_file, recorder)
+            runner.run()
             status = runner.status
         finally:
+            # Whatever of the job outlived its leader (canceled, timed out: runner kills one
+            # process group, and ansible's workers each have their own) ends now.
+            self._sweep(job.operation_id)
+            # Scrub before the secrets file goes: a crash in between leaves the file, and with it
+            # what the next start-up needs to scrub this directory again.
+            _scrub(job_dir, secrets)
             if secrets_file:
                 secrets_file.unlink(missing_ok=True)
-            _scrub(job_dir, secrets)
 
         outcome = Outcome(status=status, stats=recorder.stats, error=recorder.error)
         if status == "canceled":
@@ -189,6 +352,120 @@ class Executor:
             state = ops.SUCCESS if outcome.ok else ops.CANCELED if status == "canceled" else ops.ERROR
             ops.finish(session, operation, state, error=None if outcome.ok else outcome.error,
                        result=outcome.stats)
+
+    def _runner(self, job: Job, job_dir: Path, secrets_file: Path | None, recorder: _EventRecorder) -> Runner:
+        """ansible_runner.run's set-up, with the job's environment and command made here."""
+        kwargs = dict(
+            private_data_dir=str(job_dir),
+            ident="run",
+            playbook=str(self._playbook_dir / job.playbook),
+            inventory=str(job_dir / "inventory" / "hosts.yml"),
+            extravars=job.extravars,  # non-secret; written to env/extravars
+            cmdline=f"-e @{secrets_file}" if secrets_file else None,
+            quiet=True,
+            timeout=self._job_timeout,
+            # pexpect_timeout: how long runner may read output before it asks cancel_callback
+            # again (runner's default, 5 s, is the latency of a cancel).
+            settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
+        )
+        dump_artifacts(kwargs)
+        config = _JobConfig(job_env={
+            "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT),
+            "ANSIBLE_NOCOLOR": "1",
+            # Module arguments (passwords) through a pipe: no AnsiballZ file holding them in
+            # ~/.ansible/tmp, where a killed job would leave it.
+            "ANSIBLE_PIPELINING": "True",
+            JOB_MARK: job.operation_id,
+        }, **kwargs)
+        config.prepare()
+        config.command = [sys.executable, "-c", GUARD, str(os.getpid()), *config.command]
+
+        def canceled() -> bool:
+            if job.operation_id not in self._cancel:
+                return False
+            self._sweep(job.operation_id, timeout=0)  # the whole job, not only runner's group
+            return True
+
+        return Runner(config, event_handler=recorder, cancel_callback=canceled)
+
+    def _sweep(self, operation_id: str, timeout: float = 10) -> None:
+        left = _end_processes({operation_id: _JobProcesses(operation_id, self._jobs_dir / operation_id)}, timeout)
+        if left:
+            log.error("request %s: processes %s outlived the job", operation_id, sorted(left[operation_id]))
+
+    def _record_group(self, operation_id: str, pgid: int) -> None:
+        stat = proc_stat(pgid)
+        with self._sessions.begin() as session:
+            session.execute(update(Operation).where(Operation.id == operation_id)
+                            .values(job_pgid=pgid, job_start=stat.start if stat else None))
+
+    # -- start-up: what a dead API process left -------------------------------------------
+    def owner_alive(self, operation: Operation) -> bool:
+        """Whether the API process that owns the operation provably still runs (on this host: a
+        live owner elsewhere cannot be seen, see `end_orphaned_jobs`)."""
+        if not self.worker.same_boot(operation) or not operation.worker_pid:
+            return False
+        if operation.worker_pid == self.worker.pid:
+            return False  # this process has just started: whoever had the pid before is gone
+        stat = proc_stat(operation.worker_pid)
+        return stat is not None and not stat.dead and stat.start == operation.worker_start
+
+    def end_orphaned_jobs(self, operations: list[Operation], timeout: float = 20) -> set[str]:
+        """SIGKILL every process of these operations' jobs and wait until none is left.
+
+        A process is the job's when it is provably so: it carries the job's mark in its
+        environment, or runs the job's own ansible command line (it names the job directory,
+        unique per operation; jobs from before the mark), or is the recorded group leader (pid and
+        start time, this host since this boot). PostgreSQL servers are never signalled.
+
+        Returns the ids of the operations none of whose processes is left. An operation owned on
+        another host is not among them: its processes cannot be seen from here (multi-node needs
+        a lease or heartbeat per worker; until then one API process per store is the supported
+        layout, and recovery does not observe such a cluster).
+        """
+        jobs: dict[str, _JobProcesses] = {}
+        done: set[str] = set()
+        for operation in operations:
+            if operation.worker_host is not None and operation.worker_host != self.worker.host:
+                log.warning("request %s was run by %s (pid %s): its processes cannot be checked from here",
+                            operation.id, operation.worker_host, operation.worker_pid)
+                continue
+            if operation.worker_host is not None and operation.worker_boot_id != self.worker.boot_id:
+                done.add(operation.id)  # the host rebooted since: none of its processes is left
+                continue
+            leader = (operation.job_pgid, operation.job_start) if operation.job_pgid else None
+            jobs[operation.id] = _JobProcesses(operation.id, self._jobs_dir / operation.id, leader)
+        left = _end_processes(jobs, timeout, announce="request %s was interrupted: ending its orphaned job, "
+                                                      "process group %d (%s)")
+        for operation_id, pids in left.items():
+            log.error("request %s: processes %s still alive; its cluster is not observed", operation_id, sorted(pids))
+        return done | (set(jobs) - set(left))
+
+    def clean_leftovers(self, keep: set[str]) -> None:
+        """Secrets files left by a crash go, after their job directory is scrubbed with them (the
+        secrets file is the one place a job's passwords were); no job directory keeps an
+        environment. `keep`: operations of a live API process, whose files are still in use."""
+        secrets_dir = self._jobs_dir / ".secrets"
+        for path in sorted(secrets_dir.glob("*")) if secrets_dir.is_dir() else []:
+            operation_id = path.name.removesuffix(".json")
+            if operation_id in keep:
+                continue
+            try:
+                secrets = secret_values(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                secrets = []
+            job_dir = self._jobs_dir / operation_id
+            if job_dir.is_dir():
+                for partial in job_dir.glob("artifacts/*/job_events/*-partial.json*"):
+                    partial.unlink(missing_ok=True)
+                _scrub(job_dir, secrets)
+            path.unlink(missing_ok=True)
+            log.warning("removed the secrets left by interrupted request %s", operation_id)
+        for job_dir in self._jobs_dir.iterdir():
+            if job_dir.is_dir() and not job_dir.name.startswith(".") and job_dir.name not in keep:
+                _strip_environment(job_dir)
 
     def _write_private_files(self, job: Job, job_dir: Path) -> Path | None:
         if job_dir.exists():
@@ -212,6 +489,106 @@ class Executor:
             self.event_signal.notify_all()
 
 
+class _JobConfig(RunnerConfig):
+    """RunnerConfig whose job environment holds only what the job needs.
+
+    ansible-runner seeds a job's environment with the whole environment of the API (os.environ)
+    and writes it, as soon as the run starts, into artifacts/<ident>/command. Here the job gets
+    its explicit variables, runner's own (callback plugin, artifact dir ...) and a few harmless
+    ones (HOME, locale ...): nothing secret is there to be written."""
+
+    def __init__(self, *args, job_env: dict[str, str], **kwargs):
+        self._job_env = job_env
+        super().__init__(*args, **kwargs)
+
+    def prepare_env(self):
+        self.envvars = dict(self._job_env)
+        super().prepare_env()
+        inherited = os.environ
+        self.env = {
+            key: value for key, value in self.env.items()
+            if key in self._job_env or key in INHERITED_ENV or key.startswith("LC_")
+            or (inherited.get(key) != value and not key.startswith("PGDBAAS_"))
+        }
+
+
+def _is_postgres(pid: int) -> bool:
+    return _proc_bytes(pid, "comm").strip() in POSTGRES_COMMS
+
+
+@dataclass(frozen=True)
+class _JobProcesses:
+    """How to recognise the processes of one job (see Executor.end_orphaned_jobs)."""
+
+    operation_id: str
+    job_dir: Path
+    leader: tuple[int, int | None] | None = None  # recorded (pgid, start time)
+
+    def find(self, processes: dict[int, ProcStat]) -> dict[int, list[int]]:
+        """Live process groups holding a process of the job -> their live members (no PostgreSQL
+        server among the groups' members counted: such a group is not the job's to end)."""
+        mark = f"{JOB_MARK}={self.operation_id}".encode()
+        command_mark = f"{self.job_dir}/".encode()
+        own = (os.getpid(), os.getpgrp())
+        found: set[int] = set()
+        if self.leader is not None:
+            stat = processes.get(self.leader[0])
+            if stat is not None and not stat.dead and stat.start == self.leader[1]:
+                found.add(self.leader[0])
+        for pid, stat in processes.items():
+            if stat.dead or pid in own or stat.pgrp in found:
+                continue
+            if mark in _proc_bytes(pid, "environ").split(b"\0") or command_mark in _proc_bytes(pid, "cmdline"):
+                if not _is_postgres(pid):
+                    found.add(stat.pgrp)
+        found.discard(own[1])
+        groups = {}
+        for pgid in found:
+            members = [pid for pid, stat in processes.items() if stat.pgrp == pgid and not stat.dead
+                       and not _is_postgres(pid)]
+            if members:
+                groups[pgid] = members
+        return groups
+
+
+def _end_processes(jobs: dict[str, _JobProcesses], timeout: float, announce: str | None = None) -> dict[str, set[int]]:
+    """SIGKILL the jobs' processes until none is left or timeout passed (0: one round).
+    Returns what is still alive, by operation id."""
+    deadline = time.monotonic() + timeout
+    announced: set[int] = set()
+    while True:
+        processes = _processes()
+        found = {op_id: groups for op_id, job in jobs.items() if (groups := job.find(processes))}
+        if not found or (time.monotonic() > deadline and announced):
+            return {op_id: {pid for members in groups.values() for pid in members} for op_id, groups in found.items()}
+        for op_id, groups in found.items():
+            for pgid, members in groups.items():
+                if announce and pgid not in announced:
+                    log.warning(announce, op_id, pgid, " ".join(map(str, sorted(members))))
+                announced.add(pgid)
+                _kill_group(pgid, members, processes)
+        if timeout <= 0:
+            return {}
+        time.sleep(0.05)  # the kernel delivers SIGKILL asynchronously: look again
+
+
+def _kill_group(pgid: int, members: list[int], processes: dict[int, ProcStat]) -> None:
+    """SIGKILL a job's process group, or its members alone if a PostgreSQL server were in it."""
+    if not any(stat.pgrp == pgid and _is_postgres(pid) for pid, stat in processes.items()):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+    for pid in members:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class _EventRecorder:
     """ansible-runner event_handler: masks secrets, stores events, counts progress, keeps stats."""
 
@@ -225,8 +602,15 @@ class _EventRecorder:
 
     def __call__(self, event: dict) -> bool:
         name = event.get("event", "")
+        if name == "verbose" and str(event.get("stdout", "")).startswith(GUARD_MARKER):
+            self._executor._record_group(self._operation_id, int(event["stdout"].split()[1]))
+            return False
         if name not in RECORDED_EVENTS:
             return False  # runner need not write the event to artifacts either
+        if self._secrets:  # runner writes this very dict to job_events: never with a secret in it
+            masked = _mask_deep(event, self._secrets)
+            event.clear()
+            event.update(masked)
         data = event.get("event_data", {})
         message = None
         status = None
@@ -271,16 +655,23 @@ def _last_output_line(job_dir: Path) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def _scrub(job_dir: Path, secrets: list[str]) -> None:
-    """Runner artifacts keep the whole server environment and every event: drop and mask."""
+def _strip_environment(job_dir: Path) -> None:
+    """No environment stays in a job directory (runner's command artifact, env/envvars; before the
+    job environment was made minimal, they held the API's whole environment)."""
     for command_file in job_dir.glob("artifacts/*/command"):
         try:
             data = json.loads(command_file.read_text())
-            data.pop("env", None)
-            command_file.write_text(json.dumps(data))
+            if "env" in data:
+                data.pop("env")
+                command_file.write_text(json.dumps(data))
         except (OSError, ValueError):
             command_file.unlink(missing_ok=True)
     (job_dir / "env" / "envvars").unlink(missing_ok=True)
+
+
+def _scrub(job_dir: Path, secrets: list[str]) -> None:
+    """Drop the environment from the artifacts and mask the job's secrets in every file."""
+    _strip_environment(job_dir)
     if not secrets:
         return
     for path in job_dir.rglob("*"):

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 
 from api import operations as ops
 from api.context import Context
-from api.errors import Conflict, Invalid, NotFound, OperationFailed
+from api.errors import Conflict, Invalid, NotFound, OperationFailed, ServiceError
 from api.services import clusters
 from api.store.models import Account, Cluster, Operation, OperationEvent, utcnow
 
@@ -86,17 +86,49 @@ def cancel(ctx: Context, actor: Account, request_id: str) -> Operation:
 
 
 def recover(ctx: Context) -> list[str]:
-    """After a crash: unfinished operations end as ERROR "interrupted"; clusters are observed again."""
+    """At start-up, what a dead API process left: its unfinished operations end as ERROR
+    "interrupted" and their clusters are observed again, but only once their jobs' processes are
+    provably gone; leftover secrets files go and job directories are scrubbed.
+
+    An operation whose owner (another API process on this host) is alive is left to it. One on
+    another host ends as "interrupted" too (one API per store is the supported layout), but its
+    processes cannot be checked from here: its cluster is set to ERROR, not observed, until a
+    sync-state says more.
+    """
+    executor = ctx.executor
+    with ctx.sessions() as session:
+        unfinished = list(session.scalars(select(Operation).where(Operation.state.in_((ops.QUEUED, ops.IN_PROGRESS)))))
+    live = {o.id for o in unfinished if executor.owner_alive(o)}
+    stale = [o for o in unfinished if o.id not in live]
+    for operation in unfinished:
+        if operation.id in live:
+            log.info("request %s belongs to the live API process %s: left to it", operation.id, operation.worker_pid)
+    # Nothing runs or observes a cluster while an old job may still touch it: end those first.
+    ended = executor.end_orphaned_jobs(stale)
+    executor.clean_leftovers(keep=live)
+
+    unsure: set[str] = set()
     with ctx.sessions.begin() as session:
-        stale = list(session.scalars(select(Operation).where(Operation.state.in_((ops.QUEUED, ops.IN_PROGRESS)))))
-        for operation in stale:
+        for stale_operation in stale:
+            operation = session.get(Operation, stale_operation.id, populate_existing=True)
+            if operation is None or operation.state in ops.FINAL_STATES:
+                continue
             ops.finish(session, operation, ops.ERROR, error="interrupted")
-        cluster_ids = sorted({o.cluster_id for o in stale if o.cluster_id})
-        # Nothing may still hold a lock taken by a process that no longer exists.
-        session.execute(update(Cluster).where(Cluster.active_operation_id.is_not(None))
-                        .values(active_operation_id=None))
+            if operation.cluster_id and operation.id not in ended:
+                unsure.add(operation.cluster_id)
+        # No lock may outlive the process that took it: only live API processes keep theirs.
+        held = update(Cluster).where(Cluster.active_operation_id.is_not(None))
+        if live:
+            held = held.where(Cluster.active_operation_id.not_in(live))
+        session.execute(held.values(active_operation_id=None))
+        for cluster_id in unsure:
+            cluster = session.get(Cluster, cluster_id)
+            if cluster is not None and cluster.service_state != clusters.TERMINATED:
+                cluster.service_state = clusters.ERROR
+                for member in cluster.members:
+                    member.service_state = clusters.ERROR
         actors = {o.cluster_id: o.actor_id for o in stale}
-    for cluster_id in cluster_ids:
+    for cluster_id in sorted({o.cluster_id for o in stale if o.cluster_id} - unsure):
         with ctx.sessions() as session:
             cluster = session.get(Cluster, cluster_id)
             actor = session.get(Account, cluster.owner_id) if cluster else None
@@ -104,5 +136,10 @@ def recover(ctx: Context) -> list[str]:
             continue
         log.warning("request(s) of cluster %s were interrupted (actor %s); observing it again",
                     cluster_id, actors.get(cluster_id))
-        clusters.observe(ctx, actor, cluster_id)
+        try:
+            clusters.observe(ctx, actor, cluster_id)
+        except ServiceError as exc:  # e.g. a live API process holds it
+            log.warning("cluster %s not observed: %s", cluster_id, exc.message)
+    for cluster_id in sorted(unsure):
+        log.warning("cluster %s not observed: a job of another host may still run on it", cluster_id)
     return [o.id for o in stale]

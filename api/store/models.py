@@ -109,6 +109,15 @@ class Operation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The API process owning the job (host, kernel boot id, pid, pid start time in clock ticks):
+    # at start-up only a job whose owner is provably gone is recovered, only on its own host.
+    worker_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    worker_boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The job's process group (leader pid) and the leader's start time, ended after a crash.
+    job_pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    job_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class OperationEvent(Base):
