@@ -53,15 +53,17 @@ def create_user(cluster_id: str, body: UserCreate, ctx: Context = Depends(get_co
                 actor: Account = Depends(current_account)):
     operation, password = service.create_user(ctx, actor, cluster_id, body.name, body.database,
                                               _secret(body.password))
-    return AsyncPasswordResponse(**accepted(cluster_id, operation).model_dump(), password=password)
+    return AsyncPasswordResponse(**accepted(cluster_id, operation).model_dump(),
+                                 password=None if body.password else password)
 
 
 @router.post("/users/{name}/reset-password", **WITH_PASSWORD, summary="Reset a User's password")
 def reset_password(cluster_id: str, name: str = Name, body: PasswordReset | None = None,
                    ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
-    operation, password = service.reset_password(ctx, actor, cluster_id, name,
-                                                 _secret(body.password) if body else None)
-    return AsyncPasswordResponse(**accepted(cluster_id, operation).model_dump(), password=password)
+    chosen = _secret(body.password) if body else None
+    operation, password = service.reset_password(ctx, actor, cluster_id, name, chosen)
+    return AsyncPasswordResponse(**accepted(cluster_id, operation).model_dump(),
+                                 password=None if chosen else password)
 
 
 @router.delete("/users/{name}", **ON_CLUSTER, summary="Drop User (what it owns goes to its database's owner)")

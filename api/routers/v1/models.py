@@ -281,7 +281,8 @@ class UserOut(BaseModel):
 
 
 class AsyncPasswordResponse(AsyncResponse):
-    password: str = Field(description="shown once; the request applies it")
+    password: str | None = Field(description="the generated password, shown once (the request applies it); "
+                                             "null when the caller chose it: a chosen secret is never echoed")
 
 
 class ExtensionInstall(Strict):
