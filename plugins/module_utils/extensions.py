@@ -5,7 +5,11 @@
 """Where PostgreSQL extensions come from on Debian: the extensions of the PostgreSQL source tree
 (contrib and core, shipped by postgresql-<major>; the postgresql-contrib package depends on it),
 and a curated catalog of well-known third-party extensions packaged by Debian, with what they
-need (a library in shared_preload_libraries, settings).
+need (a library in shared_preload_libraries, settings); and the extensions a tenant is never
+given (DENIED_EXTENSIONS).
+
+Plain Python (no ansible import), so that the pgdbaas API imports it as
+``from plugins.module_utils.extensions import DENIED_EXTENSIONS, denied_reason``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,87 @@ import os
 DATABASE = object()
 
 CONTRIB_PACKAGE = 'postgresql-contrib'
+
+_UNTRUSTED = ('untrusted language: its functions run any code in the server as the postgres OS user '
+              '(server files, programs)')
+
+
+def _transform(language):
+    return 'transform for the untrusted language %s' % language
+
+
+# Extensions that give whoever uses them the server's file system, programs or network position,
+# which a tenant admin (pg_read_all_data, pg_write_all_data, no superuser) must never get:
+# dbaas.postgresql.extension refuses them (and any extension requiring one of them, as CREATE
+# EXTENSION ... CASCADE would create it) unless allow_untrusted is true, an administrator's decision.
+# Considered and allowed: lo (large objects: server-side lo_import/lo_export stay superuser-only),
+# xml2 (PostgreSQL's xslt_process forbids file and network access), pg_cron (its job table has
+# row-level security: a job runs as the role that scheduled it), pageinspect, pg_surgery,
+# pg_walinspect and the other contrib modules whose functions are superuser-only by default.
+_DENIED = {
+    'plpython3u': _UNTRUSTED, 'plpythonu': _UNTRUSTED, 'plpython2u': _UNTRUSTED, 'plperlu': _UNTRUSTED,
+    'pltclu': _UNTRUSTED, 'plsh': _UNTRUSTED, 'plr': _UNTRUSTED,
+    'pljava': 'creates the untrusted language javau, whose functions run any code in the server',
+    'bool_plperlu': _transform('plperlu'), 'hstore_plperlu': _transform('plperlu'),
+    'jsonb_plperlu': _transform('plperlu'),
+    'hstore_plpython3u': _transform('plpython3u'), 'jsonb_plpython3u': _transform('plpython3u'),
+    'ltree_plpython3u': _transform('plpython3u'),
+    'hstore_plpythonu': _transform('plpythonu'), 'jsonb_plpythonu': _transform('plpythonu'),
+    'ltree_plpythonu': _transform('plpythonu'),
+    'hstore_plpython2u': _transform('plpython2u'), 'jsonb_plpython2u': _transform('plpython2u'),
+    'ltree_plpython2u': _transform('plpython2u'),
+    'file_fdw': 'reads server files and the output of programs (COPY ... FROM PROGRAM) as the postgres OS user',
+    'adminpack': 'reads, writes, renames and removes server files',
+    'ogr_fdw': 'reads server files and network sources through GDAL, from the server host',
+    'multicorn': 'runs foreign data wrappers written in Python inside the server',
+    'orafce': ('its utl_file package reads and writes server files in the directories listed in table '
+               'utl_file.utl_file_dir, which a member of pg_write_all_data (a tenant admin) can fill'),
+    'http': ('makes HTTP requests from the server host (to the services on its loopback addresses, the '
+             'pgdbaas API included, and to cloud metadata endpoints)'),
+    'dblink': ('connects, from the server host, to PostgreSQL servers: the other instances of the host on '
+               '127.0.0.1 and ::1 are reached past their allowed addresses (PostgreSQL requires a password '
+               'from non-superusers, so peer, ident and trust entries are not usable)'),
+    'postgres_fdw': ('connects, from the server host, to PostgreSQL servers: the other instances of the host on '
+                     '127.0.0.1 and ::1 are reached past their allowed addresses (PostgreSQL requires a password '
+                     'from non-superusers, so peer, ident and trust entries are not usable)'),
+}
+
+# Names of the extensions a tenant is never given (see _DENIED for why).
+DENIED_EXTENSIONS = frozenset(_DENIED)
+
+
+def denied_reason(name):
+    """Why extension name is denied to tenants, or None when it is not."""
+    return _DENIED.get(name)
+
+
+def denied_requirement(name, requires):
+    """(denied extension, reason) that creating name would create, or None.
+
+    requires maps an extension name to the names it requires (any version); followed transitively.
+    """
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in _DENIED:
+            return current, _DENIED[current]
+        todo.extend(requires.get(current, ()))
+    return None
+
+
+def denied_message(name, requires=None):
+    """Message refusing extension name (or one it requires), or None when it is allowed."""
+    found = denied_requirement(name, requires or {})
+    if found is None:
+        return None
+    denied, reason = found
+    if denied == name:
+        return 'extension "%s" is denied: %s' % (name, reason)
+    return 'extension "%s" is denied: it requires extension "%s" (%s)' % (name, denied, reason)
+
 
 # Extensions of the PostgreSQL source tree (major versions 13 to 18).
 CONTRIB = frozenset((

@@ -30,6 +30,18 @@ description:
     O(extension_version) is updated (C(ALTER EXTENSION ... UPDATE TO)).
   - V(absent) drops the extensions (C(DROP EXTENSION)); their libraries stay in
     C(shared_preload_libraries).
+  - Extensions that would give a tenant the server's files, programs or network position are denied
+    unless O(allow_untrusted=true) - the untrusted languages (C(plpython3u), C(plperlu), C(pltclu),
+    C(plpythonu), C(plpython2u), C(plsh), C(plr), C(pljava)) and their transforms (C(hstore_plpython3u),
+    C(jsonb_plperlu), ...), C(file_fdw), C(adminpack), C(ogr_fdw), C(multicorn), C(orafce) (its
+    C(utl_file) package), C(http), C(dblink) and C(postgres_fdw) - and so is any extension requiring one
+    of them (C(CASCADE) would create it). The list, with the reason of each, is C(DENIED_EXTENSIONS) of
+    C(plugins/module_utils/extensions.py). V(present) fails before changing anything; V(listed) reports
+    them as not installable, with the reason.
+  - C(dblink) and C(postgres_fdw) are denied because they connect from the server host. PostgreSQL makes a
+    non-superuser give a password the remote server asks for (so the C(peer) line for C(postgres) on the
+    unix socket is not usable), but the other instances of the host are reached on 127.0.0.1 and ::1, past
+    the addresses they allow.
 options:
   database:
     description:
@@ -68,6 +80,13 @@ options:
       - Seconds to wait for the instance to restart (C(pg_ctl -t)).
     type: int
     default: 60
+  allow_untrusted:
+    description:
+      - Create (V(present)) or report as installable (V(listed)) the denied extensions described above.
+      - An administrator's decision for an instance whose users may all act as the C(postgres) OS user;
+        never for a tenant.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dbaas.postgresql.instance
@@ -255,6 +274,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dbaas.postgresql.plugins.module_utils.extensions import (
     CATALOG,
     DATABASE,
+    denied_message,
     describe,
     library_file,
     parse_apt_policy,
@@ -281,6 +301,7 @@ SELECT a.name, a.default_version, a.installed_version, a.comment
 FROM pg_available_extensions a ORDER BY a.name
 """
 INSTALLED = "SELECT extversion AS version FROM pg_extension WHERE extname = %s"
+REQUIRES = "SELECT name, requires FROM pg_available_extension_versions WHERE requires IS NOT NULL"
 NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$')
 
 
@@ -322,6 +343,21 @@ def unavailable_reason(name, package, policy):
     return 'extension "%s" is not available: apt cannot install its package %s (no candidate)' % (name, package)
 
 
+def requirements(db):
+    """{extension: set of the extensions any of its versions requires}."""
+    requires = {}
+    for row in db.rows(REQUIRES):
+        requires.setdefault(row['name'], set()).update(row['requires'])
+    return requires
+
+
+def refusal(module, db, name, requires=None):
+    """Why name may not be created (denied, or requiring a denied extension), or None."""
+    if module.params['allow_untrusted']:
+        return None
+    return denied_message(name, requirements(db) if requires is None else requires)
+
+
 def listed(module, inst, db):
     major = inst.version
     names = module.params['name']
@@ -340,11 +376,13 @@ def listed(module, inst, db):
     packages.update((name, info['package']) for name, info in known.items() if info)
     policy = apt_policy(module, {p for p in packages.values() if p})
 
+    requires = requirements(db)
     extensions = []
     for name in names:
         row, info, package = available.get(name), known[name] or {}, packages.get(name)
         installed, candidate = policy.get(package, (False, False))
-        installable = row is not None or candidate
+        denied = refusal(module, db, name, requires)
+        installable = (row is not None or candidate) and denied is None
         if not installable and module.params['name'] is None:
             continue  # the full list shows what can be had
         preload = info.get('preload_library')
@@ -355,7 +393,7 @@ def listed(module, inst, db):
             comment=row['comment'] if row else info.get('comment'),
             preload_library=preload, requires_restart=bool(preload) and preload not in running,
             package=package, package_installed=installed, link=info.get('link'),
-            reason=None if installable else unavailable_reason(name, package, policy)))
+            reason=None if installable else denied or unavailable_reason(name, package, policy)))
     return dict(extensions=extensions, restarted=False, commands=[])
 
 
@@ -419,6 +457,11 @@ def present(module, inst, db, queries, result):
     params = module.params
     names, version = params['name'], params['extension_version']
     # Everything is checked before anything changes.
+    requires = requirements(db)
+    for name in names:
+        denied = refusal(module, db, name, requires)
+        if denied:
+            module.fail_json(msg=denied, queries=queries, **result)
     available = {row['name']: row for row in db.rows(AVAILABLE)}
     for name in names:
         if name not in available:
@@ -503,6 +546,7 @@ def main():
         state=dict(type='str', choices=['present', 'absent', 'listed']),
         cascade=dict(type='bool', default=False),
         timeout=dict(type='int', default=60),
+        allow_untrusted=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     ensure_psycopg(module)

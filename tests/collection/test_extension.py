@@ -1,6 +1,7 @@
 # Copyright: pgdbaas contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""dbaas.postgresql.extension and the playbooks list_extensions and install_extension.
+"""dbaas.postgresql.extension and the playbooks list_extensions and install_extension; the extensions
+denied to tenants (untrusted languages, file, program and network access) unless allow_untrusted.
 
 The pg_cron test installs the Debian package postgresql-15-cron through the playbook (apt, from
 Debian's repository) when it is missing, and removes it again at the end in that case.
@@ -218,3 +219,62 @@ def test_hostile_database_name(run_module, inst):
     bad = extension(run_module, inst, database='app', name=['pg_trgm"; drop table t; --'])
     assert bad['failed'] is True and 'is not valid' in bad['msg']
     assert inst.sentinel_exists()
+
+
+DENIED_CONTRIB = ('file_fdw', 'adminpack', 'dblink', 'postgres_fdw')  # installed with the server
+
+
+def test_denied_extensions_are_not_listed_as_installable(play, run_module, inst):
+    listed = extension(run_module, inst, database='app', name=['plpython3u', 'hstore_plpython3u', 'plperlu',
+                                                               'pltclu', *DENIED_CONTRIB, 'lo'], state='listed')
+    found = {e['name']: e for e in listed['extensions']}
+    for name in ('plpython3u', 'hstore_plpython3u', 'plperlu', 'pltclu', *DENIED_CONTRIB):
+        assert found[name]['installable'] is False, name
+        assert found[name]['reason'].startswith('extension "%s" is denied: ' % name), found[name]['reason']
+    assert found['lo']['installable'] is True and found['lo']['reason'] is None
+    assert 'untrusted language' in found['plpython3u']['reason']
+    assert 'other instances of the host' in found['dblink']['reason']
+
+    run = play('list_extensions', pg_database='app')
+    assert not run.failed, run.msg
+    names = {e['name'] for e in run.report['extensions_available']}
+    assert 'lo' in names and not names & {'plpython3u', 'plperlu', 'pltclu', *DENIED_CONTRIB}
+
+    allowed = extension(run_module, inst, database='app', name=list(DENIED_CONTRIB), state='listed',
+                        allow_untrusted=True)
+    assert all(e['installable'] and e['reason'] is None for e in allowed['extensions'])
+
+
+@pytest.mark.parametrize('name', DENIED_CONTRIB)
+def test_denied_extension_is_refused_before_anything_changes(run_module, inst, name):
+    before = started_at(inst)
+    result = extension(run_module, inst, database='app', name=['pg_trgm', name])
+    assert result['failed'] is True and result['changed'] is False
+    assert result['msg'].startswith('extension "%s" is denied: ' % name)
+    assert result['queries'] == []
+    assert installed(inst, 'app', name) is None and started_at(inst) == before
+
+
+def test_install_extension_playbook_refuses_untrusted_languages(play, run_module, inst):
+    package = 'postgresql-plpython3-15'
+    was_installed = package_installed(package)
+    # The listing refuses first, so the playbook never installs the language's package.
+    listed = extension(run_module, inst, database='app', name=['plpython3u'], state='listed')
+    assert listed['extensions'][0]['installable'] is False
+    run = play('install_extension', pg_database='app', pg_extensions=[{'name': 'plpython3u'}])
+    assert run.failed and run.changed == 0
+    assert run.msg.startswith('extension "plpython3u" is denied: untrusted language')
+    assert 'Install the packages of the extensions' not in [r['_task'] for r in run.results]
+    assert package_installed(package) == was_installed
+    assert installed(inst, 'app', 'plpython3u') is None
+
+
+def test_allow_untrusted_is_an_explicit_choice(play, inst):
+    run = play('install_extension', pg_database='app2', pg_extensions=[{'name': 'file_fdw'}],
+               pg_extensions_allow_untrusted=True)
+    assert not run.failed, run.msg
+    assert run.report['extensions'][0]['created'] is True
+    assert installed(inst, 'app2', 'file_fdw')
+    refused = play('install_extension', pg_database='app2', pg_extensions=[{'name': 'dblink'}])
+    assert refused.failed and refused.msg.startswith('extension "dblink" is denied')
+    assert installed(inst, 'app2', 'dblink') is None

@@ -89,3 +89,35 @@ def test_extension_descriptions():
     assert describe('pg_stat_statements', '15')['package'] == 'postgresql-contrib'
     assert describe('pg_stat_statements', '15')['preload_library'] == 'pg_stat_statements'
     assert describe('nosuchext', '15') is None
+
+
+def test_denied_extensions_import_without_ansible():
+    """The API imports the deny list as plugins.module_utils.extensions, where ansible may be absent."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import sys; sys.modules['ansible'] = None; sys.path.insert(0, %r)\n"
+            "from plugins.module_utils.extensions import DENIED_EXTENSIONS, denied_reason\n"
+            "print(sorted(DENIED_EXTENSIONS)); print(denied_reason('plpython3u'))" % str(repo))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    for name in ('plpython3u', 'plperlu', 'pltclu', 'plpythonu', 'plpython2u', 'file_fdw', 'adminpack', 'dblink',
+                 'postgres_fdw', 'hstore_plpython3u', 'jsonb_plperlu'):
+        assert repr(name) in out.splitlines()[0]
+    assert 'untrusted language' in out.splitlines()[1]
+
+
+def test_denied_extensions_and_their_dependents():
+    from ansible_collections.dbaas.postgresql.plugins.module_utils.extensions import (
+        DENIED_EXTENSIONS,
+        denied_message,
+    )
+    assert isinstance(DENIED_EXTENSIONS, frozenset)
+    for allowed in ('lo', 'pg_trgm', 'hstore', 'plpgsql', 'plperl', 'pltcl', 'pg_cron', 'xml2', 'pgcrypto'):
+        assert allowed not in DENIED_EXTENSIONS and denied_message(allowed) is None
+    assert denied_message('plpython3u').startswith('extension "plpython3u" is denied: untrusted language')
+    # Followed through what each extension requires (CREATE EXTENSION ... CASCADE would create it).
+    requires = {'myext': {'helper'}, 'helper': {'hstore', 'plperlu'}, 'loop': {'loop'}}
+    assert denied_message('myext', requires).startswith(
+        'extension "myext" is denied: it requires extension "plperlu" (untrusted language')
+    assert denied_message('loop', requires) is None
