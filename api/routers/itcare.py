@@ -2,7 +2,7 @@
 
 Fields with no meaning on self-managed hosts (serviceId, networkId, area, az, trigram, cloudId,
 ...) are accepted and kept on the cluster record. The admin user that `admPassword` is for is
-named `admin` (CREATEDB CREATEROLE, see dbaas.postgresql.admin).
+named `admin`, a tenant admin (see dbaas.postgresql.admin: CREATEDB, CREATEROLE only from PostgreSQL 16).
 """
 from __future__ import annotations
 

@@ -61,9 +61,13 @@ def test_seed_configure_create_admin(admin, booted):
     with psycopg.connect(host="127.0.0.1", port=AGENT_PORT, user="admin_user", password="sekret",
                          dbname="postgres", autocommit=True) as conn:
         rights = conn.execute("select rolcreatedb, rolcreaterole from pg_roles where rolname = current_user")
-        assert rights.fetchone() == (True, True)
+        # The seed's "full rights to manage databases and roles": databases directly; roles through the
+        # pgdbaas functions, since CREATEROLE before PostgreSQL 16 could grant server file and program access.
+        assert rights.fetchone() == (True, False)
         conn.execute("create database agent_made_db")
         conn.execute("drop database agent_made_db")
+        conn.execute("select pgdbaas.create_role('agent_made_role', 'Agent-Made-Pw-1')")
+        conn.execute("select pgdbaas.drop_role('agent_made_role')")
 
     again = admin.post("/service/postgresql/configure",
                        json={"create_admin": {"user": "admin_user", "password": "other-pass"}})
