@@ -45,3 +45,14 @@ class OperationFailed(ServiceError):
     def __init__(self, message: str, *, request_id: str):
         super().__init__(message)
         self.request_id = request_id
+
+
+class OperationTimeout(ServiceError):
+    """A synchronous dialect waited PGDBAAS_SYNC_TIMEOUT seconds and the operation still runs; the
+    body names the request to poll."""
+
+    status_code = 504
+
+    def __init__(self, message: str, *, request_id: str):
+        super().__init__(message)
+        self.request_id = request_id

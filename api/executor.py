@@ -1,10 +1,11 @@
-"""The executor: runs "playbook P with inventory I and vars V (secrets S) for operation O".
+"""The in-process executor: operations run in worker threads of the API process, each by
+`api.engine.run.run_operation` from its id alone; and the playbook runner every executor uses.
 
-It knows nothing about PostgreSQL. Each job gets its own private_data_dir, runs ansible-runner
-in a worker thread (never on the event loop) with a cancel_callback (so runner does not install
-its own signal handlers over uvicorn's), streams masked task events into the store, reads the
-playbook's `set_stats` result, and hands the outcome to the caller's `on_finish` hook inside the
-same transaction that ends the operation and frees its cluster.
+`run_playbook` runs "playbook P with inventory I and vars V (secrets S)" for one step of an
+operation. It knows nothing about PostgreSQL. Each operation gets its own private_data_dir (one
+artifacts ident per step), runs ansible-runner in the calling thread (never on the event loop)
+with a cancel_callback (so runner does not install its own signal handlers over uvicorn's),
+streams masked task events into the store and reads the playbook's `set_stats` result.
 
 Crash safety (a `kill -9` of the API must leave no secret and no process behind):
 - the job's environment is only what it needs (`_JobConfig`): ansible-runner writes it into
@@ -29,13 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import subprocess
+import tempfile
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +48,9 @@ from ansible_runner.utils import dump_artifacts
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import operations as ops
+from api.engine.kinds import Outcome
 from api.settings import REPO_ROOT
-from api.store.models import Operation, OperationEvent, utcnow
+from api.store.models import Operation, OperationEvent
 
 log = logging.getLogger("pgdbaas.executor")
 
@@ -114,27 +115,15 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256)
 
 
 @dataclass
-class Outcome:
-    status: str  # ansible-runner status: successful | failed | canceled | timeout
-    stats: dict = field(default_factory=dict)  # the playbook's set_stats data
-    error: str | None = None  # message of the last failed task, masked
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "successful"
-
-
-FinishHook = Callable[[Session, Operation, Outcome], None]
-
-
-@dataclass
 class Job:
+    """One playbook run of one step of an operation."""
+
     operation_id: str
+    ident: str  # the step's artifacts directory name
     playbook: str
     inventory: dict
     extravars: dict
     secrets: dict = field(default_factory=dict)
-    on_finish: FinishHook | None = None
 
 
 def mask(text: str | None, secrets: list[str]) -> str | None:
@@ -245,6 +234,10 @@ class Worker:
 
 
 class Executor:
+    """The in-process pool (the embedded default): `submit(operation_id)` runs the operation in a
+    worker thread of this process. The queue executor (api.engine.queue) offers the same interface
+    and runs the same `run_operation` in worker processes."""
+
     def __init__(self, sessions: sessionmaker[Session], *, jobs_dir: Path, playbook_dir: Path,
                  workers: int, job_timeout: int = 3600):
         self._sessions = sessions
@@ -255,19 +248,24 @@ class Executor:
         self._cancel: set[str] = set()
         self._done: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self._task_counts: dict[tuple[str, float], int] = {}
+        self._ctx = None
         self.event_signal = threading.Condition()
         self.worker = Worker.current()
         jobs_dir.mkdir(parents=True, exist_ok=True)
 
+    def attach(self, ctx) -> None:
+        """The service context the operations run with (built after the executor)."""
+        self._ctx = ctx
+
     # -- public interface -------------------------------------------------------------------
-    def submit(self, job: Job) -> None:
+    def submit(self, operation_id: str) -> None:
         with self._lock:
-            self._done[job.operation_id] = threading.Event()
+            self._done[operation_id] = threading.Event()
         # The job is this process's from now on: a start-up elsewhere leaves it alone while we live.
         with self._sessions.begin() as session:
-            session.execute(update(Operation).where(Operation.id == job.operation_id)
-                            .values(**self.worker.columns()))
-        self._pool.submit(self._run_guarded, job)
+            session.execute(update(Operation).where(Operation.id == operation_id).values(**self.worker.columns()))
+        self._pool.submit(self._run_guarded, operation_id)
 
     def request_cancel(self, operation_id: str) -> None:
         with self._lock:
@@ -287,43 +285,57 @@ class Executor:
         for done in waiting:  # nobody waits forever for a job that will not run in this process
             done.set()
 
-    # -- one job ----------------------------------------------------------------------------
-    def _run_guarded(self, job: Job) -> None:
+    # -- one operation ----------------------------------------------------------------------
+    def _run_guarded(self, operation_id: str) -> None:
+        from api.engine import kinds, run  # the engine imports the services, which import this module
+
         try:
-            self._run(job)
+            run.run_operation(self._ctx, operation_id, should_cancel=lambda: operation_id in self._cancel)
         except Exception:  # the operation must end even if something here is wrong
-            log.exception("job %s crashed", job.operation_id)
-            outcome = Outcome(status="failed", error="internal error while running the job")
-            with self._sessions.begin() as session:
-                operation = session.get(Operation, job.operation_id)
-                if operation is not None and operation.state not in ops.FINAL_STATES:
-                    if job.on_finish is not None:
-                        job.on_finish(session, operation, outcome)
-                    ops.finish(session, operation, ops.ERROR, error=outcome.error)
+            log.exception("operation %s crashed", operation_id)
+            with self._sessions() as session:
+                operation = session.get(Operation, operation_id)
+                kind_name = operation.kind if operation is not None else None
+            if kind_name is not None:
+                run.finish(self._ctx, operation_id, kinds.get(kind_name),
+                           Outcome(status="failed", error="internal error while running the job"))
         finally:
             with self._lock:
-                self._cancel.discard(job.operation_id)
-                done = self._done.pop(job.operation_id, None)
+                self._cancel.discard(operation_id)
+                done = self._done.pop(operation_id, None)
             if done:
                 done.set()
             self._notify()
 
-    def _run(self, job: Job) -> None:
-        with self._sessions.begin() as session:
-            # Only a QUEUED operation starts: a cancel may have ended it while it waited.
-            started = session.execute(
-                update(Operation).where(Operation.id == job.operation_id, Operation.state == ops.QUEUED)
-                .values(state=ops.IN_PROGRESS, started_at=utcnow(), **self.worker.columns())
-            ).rowcount
-        if not started:
-            return
+    def count_tasks(self, playbook: str, inventory: dict) -> int:
+        """The tasks `ansible-playbook --list-tasks` lists for a playbook (imports and roles
+        expanded; a dynamic include counts as one): listed once per playbook version and process."""
+        path = self._playbook_dir / playbook
+        key = (playbook, path.stat().st_mtime)
+        if key not in self._task_counts:
+            with tempfile.TemporaryDirectory(prefix="pgdbaas-list-") as scratch:
+                inventory_file = Path(scratch) / "hosts.yml"
+                inventory_file.write_text(yaml.safe_dump(inventory))
+                out = subprocess.run(
+                    [str(ANSIBLE_PLAYBOOK), "--list-tasks", "-i", str(inventory_file), str(path)],
+                    capture_output=True, text=True, timeout=120, cwd=scratch,
+                    env={**{k: v for k, v in os.environ.items() if k in INHERITED_ENV or k == "PATH"},
+                         **self._ansible_env()}).stdout
+            self._task_counts[key] = sum(1 for line in out.splitlines() if line.startswith("      ")
+                                         and "TAGS:" in line)
+        return self._task_counts[key]
 
-        secrets = secret_values(job.secrets)
+    def run_playbook(self, operation_id: str, *, ident: str, playbook: str, inventory: dict, extravars: dict,
+                     secrets: dict, should_cancel, tasks_before: int = 0) -> tuple[Outcome, int]:
+        """Run one step's playbook; returns its outcome and the operation's tasks started so far."""
+        job = Job(operation_id=operation_id, ident=ident, playbook=playbook, inventory=inventory,
+                  extravars=extravars, secrets=secrets)
+        secret_list = secret_values(job.secrets)
         job_dir = self._jobs_dir / job.operation_id
         secrets_file = self._write_private_files(job, job_dir)
-        recorder = _EventRecorder(self, job.operation_id, secrets)
+        recorder = _EventRecorder(self, job.operation_id, secret_list, tasks_before)
         try:
-            runner = self._runner(job, job_dir, secrets_file, recorder)
+            runner = self._runner(job, job_dir, secrets_file, recorder, should_cancel)
             runner.run()
             status = runner.status
         finally:
@@ -332,7 +344,7 @@ class Executor:
             self._sweep(job.operation_id)
             # Scrub before the secrets file goes: a crash in between leaves the file, and with it
             # what the next start-up needs to scrub this directory again.
-            _scrub(job_dir, secrets)
+            _scrub(job_dir, secret_list)
             if secrets_file:
                 secrets_file.unlink(missing_ok=True)
 
@@ -343,23 +355,28 @@ class Executor:
             outcome.error = f"the job exceeded {self._job_timeout} s"
         elif not outcome.ok and not outcome.error:
             # Failed before any task (syntax, inventory, vars): the last line ansible printed.
-            outcome.error = _last_output_line(job_dir) or f"the playbook ended with status {status}"
-        with self._sessions.begin() as session:
-            operation = session.get(Operation, job.operation_id)
-            operation.tasks_done = recorder.tasks_started
-            if job.on_finish is not None:
-                job.on_finish(session, operation, outcome)
-            state = ops.SUCCESS if outcome.ok else ops.CANCELED if status == "canceled" else ops.ERROR
-            ops.finish(session, operation, state, error=None if outcome.ok else outcome.error,
-                       result=outcome.stats)
+            outcome.error = _last_output_line(job_dir, job.ident) or f"the playbook ended with status {status}"
+        return outcome, recorder.tasks_started
 
-    def _runner(self, job: Job, job_dir: Path, secrets_file: Path | None, recorder: _EventRecorder) -> Runner:
+    def _ansible_env(self) -> dict[str, str]:
+        return {
+            "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT),
+            "ANSIBLE_NOCOLOR": "1",
+            # Module arguments (passwords) through a pipe: no AnsiballZ file holding them in
+            # ~/.ansible/tmp, where a killed job would leave it.
+            "ANSIBLE_PIPELINING": "True",
+        }
+
+    def _runner(self, job: Job, job_dir: Path, secrets_file: Path | None, recorder: _EventRecorder,
+                should_cancel) -> Runner:
         """ansible_runner.run's set-up, with the job's environment and command made here."""
         kwargs = dict(
             private_data_dir=str(job_dir),
-            ident="run",
+            ident=job.ident,
             playbook=str(self._playbook_dir / job.playbook),
-            inventory=str(job_dir / "inventory" / "hosts.yml"),
+            inventory=str(job_dir / "inventory" / f"{job.ident}.yml"),
             extravars=job.extravars,  # non-secret; written to env/extravars
             cmdline=f"-e @{secrets_file}" if secrets_file else None,
             quiet=True,
@@ -369,21 +386,12 @@ class Executor:
             settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
         )
         dump_artifacts(kwargs)
-        config = _JobConfig(job_env={
-            "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT),
-            "ANSIBLE_NOCOLOR": "1",
-            # Module arguments (passwords) through a pipe: no AnsiballZ file holding them in
-            # ~/.ansible/tmp, where a killed job would leave it.
-            "ANSIBLE_PIPELINING": "True",
-            JOB_MARK: job.operation_id,
-        }, **kwargs)
+        config = _JobConfig(job_env={**self._ansible_env(), JOB_MARK: job.operation_id}, **kwargs)
         config.prepare()
         config.command = [sys.executable, "-c", GUARD, str(os.getpid()), *config.command]
 
         def canceled() -> bool:
-            if job.operation_id not in self._cancel:
+            if not should_cancel():
                 return False
             self._sweep(job.operation_id, timeout=0)  # the whole job, not only runner's group
             return True
@@ -468,10 +476,9 @@ class Executor:
                 _strip_environment(job_dir)
 
     def _write_private_files(self, job: Job, job_dir: Path) -> Path | None:
-        if job_dir.exists():
-            shutil.rmtree(job_dir)
-        (job_dir / "inventory").mkdir(parents=True)
-        (job_dir / "inventory" / "hosts.yml").write_text(yaml.safe_dump(job.inventory))
+        # One private_data_dir per operation, one inventory and artifacts ident per step.
+        (job_dir / "inventory").mkdir(parents=True, exist_ok=True)
+        (job_dir / "inventory" / f"{job.ident}.yml").write_text(yaml.safe_dump(job.inventory))
         if not job.secrets:
             return None
         # Secrets go to a 0600 file outside the runner's private_data_dir, read with -e @file and
@@ -592,11 +599,11 @@ def _kill_group(pgid: int, members: list[int], processes: dict[int, ProcStat]) -
 class _EventRecorder:
     """ansible-runner event_handler: masks secrets, stores events, counts progress, keeps stats."""
 
-    def __init__(self, executor: Executor, operation_id: str, secrets: list[str]):
+    def __init__(self, executor: Executor, operation_id: str, secrets: list[str], tasks_before: int = 0):
         self._executor = executor
         self._operation_id = operation_id
         self._secrets = secrets
-        self.tasks_started = 0
+        self.tasks_started = tasks_before  # progress counts every step's tasks
         self.stats: dict = {}
         self.error: str | None = None
 
@@ -647,8 +654,8 @@ def _result_message(res: dict) -> str:
     return str(message).strip()
 
 
-def _last_output_line(job_dir: Path) -> str:
-    stdout = job_dir / "artifacts" / "run" / "stdout"
+def _last_output_line(job_dir: Path, ident: str) -> str:
+    stdout = job_dir / "artifacts" / ident / "stdout"
     if not stdout.exists():
         return ""
     lines = [line.strip() for line in stdout.read_text(errors="replace").splitlines() if line.strip()]

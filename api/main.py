@@ -35,9 +35,11 @@ def build_context(settings: Settings) -> Context:
     sessions = session_factory(make_engine(settings.store_url))
     executor = Executor(sessions, jobs_dir=settings.jobs_dir, playbook_dir=settings.playbook_dir,
                         workers=settings.workers)
-    return Context(settings=settings, sessions=sessions, executor=executor,
-                   hosts=HostPool(settings.inventory, settings.host_group),
-                   cipher=load_cipher(settings.secret_key, settings.data_dir))
+    ctx = Context(settings=settings, sessions=sessions, executor=executor,
+                  hosts=HostPool(settings.inventory, settings.host_group),
+                  cipher=load_cipher(settings.secret_key, settings.data_dir))
+    executor.attach(ctx)
+    return ctx
 
 
 def boot_agent_instance(ctx: Context) -> Operation | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict
@@ -26,10 +26,11 @@ def open_operation(
     session: Session,
     *,
     kind: str,
-    playbook: str,
     actor_id: str,
     cluster: Cluster | None,
-    extravars: dict,
+    steps: list[dict],
+    params: dict | None = None,
+    secrets_encrypted: str | None = None,
     transitional_state: str | None = None,
     allowed_states: Iterable[str] | None = None,
     lock: bool = True,
@@ -40,10 +41,11 @@ def open_operation(
     between the caller's read and this write cannot slip through. Read-only operations
     (`lock=False`) run beside whatever holds the cluster.
     """
+    first = steps[0] if steps else {"playbook": "", "extravars": {}}
     operation = Operation(
-        id=new_request_id(), kind=kind, playbook=playbook, actor_id=actor_id, state=QUEUED,
-        cluster_id=cluster.id if cluster else None, extravars=extravars,
-        tasks_total=expected_tasks(session, playbook),
+        id=new_request_id(), kind=kind, actor_id=actor_id, state=QUEUED,
+        cluster_id=cluster.id if cluster else None, params=params or {}, steps=steps,
+        playbook=first["playbook"], extravars=first.get("extravars") or {}, secrets_encrypted=secrets_encrypted,
     )
     if cluster is not None and lock:
         values: dict = {"active_operation_id": operation.id, "modified_by": actor_id, "modified_at": utcnow()}
@@ -68,16 +70,6 @@ def open_operation(
     return operation
 
 
-def expected_tasks(session: Session, playbook: str) -> int | None:
-    """Progress denominator: the task count of the last successful run of the same playbook."""
-    return session.scalar(
-        select(Operation.tasks_done)
-        .where(Operation.playbook == playbook, Operation.state == SUCCESS)
-        .order_by(Operation.finished_at.desc())
-        .limit(1)
-    )
-
-
 def release_cluster(session: Session, operation: Operation) -> None:
     if operation.cluster_id:
         session.execute(
@@ -91,6 +83,7 @@ def finish(session: Session, operation: Operation, state: str, *, error: str | N
            result: dict | None = None) -> None:
     operation.state = state
     operation.error = error
+    operation.secrets_encrypted = None  # kept only as long as a worker may need them
     if result is not None:
         operation.result = result
     operation.finished_at = utcnow()

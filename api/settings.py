@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     port_range: str = "54320-54999"
     # Concurrent ansible-runner jobs.
     workers: int = Field(default=4, ge=1, le=64)
+    # How long a synchronous call (agent facade, DBaaS) waits for its operation before it answers
+    # 504 with the request to poll.
+    sync_timeout: float = Field(default=900, gt=0, le=86400)
     # First admin account, created at start-up when no account of that name exists.
     admin_user: str = "admin"
     admin_password: str = ""

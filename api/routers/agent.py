@@ -108,7 +108,7 @@ def _action(ctx: Context, actor: Account, start):
     return _status(_run(ctx, actor, start))
 
 
-RESPONSES = AGENT.responses(404, 409, 502)
+RESPONSES = AGENT.responses(404, 409, 502, 504)
 
 
 @router.post("/start", response_model=AgentStatus, responses=RESPONSES)

@@ -49,7 +49,7 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what is wrong, for a person")
     field: str | None = Field(default=None, description="the parameter or body field at fault, dotted")
     request_id: str | None = Field(default=None, description="the request holding the cluster (409), or the "
-                                                             "request that failed (502)")
+                                                             "request that failed (502) or still runs (504)")
 
 
 class AgentError(BaseModel):
@@ -140,6 +140,7 @@ DESCRIPTIONS = {
     404: "the resource (or one the body names) does not exist, or belongs to another account",
     409: "the resource's state or a running request forbids it, or the name is taken",
     502: "the operation ran on the database host and failed (its request id tells why)",
+    504: "the operation still runs after PGDBAAS_SYNC_TIMEOUT seconds: poll its request",
 }
 
 

@@ -19,7 +19,7 @@ router = APIRouter(prefix=DBAAS.prefix, tags=["dbaas"], responses=DBAAS.response
 # A resource URL (`/api/plan/1/`, absolute or not) or its id.
 Ref = Annotated[str, Field(max_length=2048)] | BodyId
 # A call that waits for its operations: they can be refused (409) or fail on the host (502).
-SYNCHRONOUS = DBAAS.responses(404, 409, 502)
+SYNCHRONOUS = DBAAS.responses(404, 409, 502, 504)
 
 
 class Links(BaseModel):

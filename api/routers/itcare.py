@@ -290,7 +290,7 @@ def instance_databases(instance_id: str, ctx: Context = Depends(get_context),
 
 
 @router.get("/{instance_id}/extensions", response_model=list[AvailableExtension],
-            summary="Get available extensions", responses=ITCARE.responses(404, 409, 502))
+            summary="Get available extensions", responses=ITCARE.responses(404, 409, 502, 504))
 def instance_extensions(instance_id: str, ctx: Context = Depends(get_context),
                         actor: Account = Depends(current_account)):
     rows = databases.available_extensions(ctx, actor, instance_id)

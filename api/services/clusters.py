@@ -1,40 +1,32 @@
 """Cluster lifecycle: create, observe, start, stop, restart, terminate, create_admin.
 
-Each function owns its operation's rules (preconditions, playbook, extra-vars, what the result
-changes) and is shared by every dialect: /v1, the agent facade and ITCare call the same code.
+Each function checks its operation's preconditions and plans it (the kind, its steps and their
+extra-vars); each kind, registered here, applies what its steps' results change. Every dialect
+calls the same functions: /v1, the agent facade, ITCare and DBaaS.
 """
 from __future__ import annotations
 
 import ipaddress
-import re
 import threading
 import zoneinfo
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import catalog
-from api import operations as ops
 from api.context import Context
+from api.engine import submit as engine_submit
+from api.engine.kinds import OperationKind, Outcome, Step, register, registered
 from api.errors import Conflict, Invalid, NotFound
-from api.executor import Job, Outcome
+from api.services.members import (CREATING, ERROR, OBSERVED_STATES, PRIMARY, RESTARTING, RUNNING,  # noqa: F401
+                                   SERVICE_STATES, STARTING, STOPPED, STOPPING, TERMINATED, TERMINATING,
+                                   TRANSITIONAL, forget_instances, primary, record_observation)
+from api.services.validation import (CLUSTER_NAME_RE, ENCODINGS, LOCALE_RE, SIZING_RE, SQL_NAME_RE,  # noqa: F401
+                                     check_role_name, check_sql_name)
 from api.store.models import Account, Cluster, Credential, Database, Member, Operation, ServiceFact, new_id
 
-CREATING, RUNNING, STARTING, STOPPING, STOPPED = "CREATING", "RUNNING", "STARTING", "STOPPING", "STOPPED"
-RESTARTING, TERMINATING, TERMINATED, ERROR = "RESTARTING", "TERMINATING", "TERMINATED", "ERROR"
-TRANSITIONAL = (CREATING, STARTING, STOPPING, RESTARTING, TERMINATING)
-SERVICE_STATES = (CREATING, RUNNING, STARTING, STOPPING, STOPPED, RESTARTING, TERMINATING, TERMINATED, ERROR)
-# What the info module reports, mapped to service_state.
-OBSERVED_STATES = {"started": RUNNING, "stopped": STOPPED, "error": ERROR}
-
-CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{2,62}$")
-SQL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-SIZING_RE = re.compile(r"^([1-9][0-9]?)cpu([1-9][0-9]{0,3})gb$")
-LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-ENCODINGS = ("UTF8", "LATIN1", "LATIN9", "SQL_ASCII", "WIN1252", "EUC_JP", "EUC_KR")
-RESERVED_ROLES = ("postgres", "public", "none")
 DEFAULT_SIZING = "2cpu4gb"
 PLACEMENT_ATTEMPTS = 5
 _placement_lock = threading.Lock()
@@ -60,23 +52,7 @@ class ClusterSpec:
     dialect_fields: dict = field(default_factory=dict)
 
 
-# -- validation and observed facts shared by every service -------------------------------------
-def check_sql_name(value: str, field: str) -> str:
-    """A database (or other SQL object) name: what reaches SQL is also quoted as an identifier."""
-    if not SQL_NAME_RE.match(value or ""):
-        raise Invalid(f"{field} must be 1-63 characters: letters, digits or _, not starting with a digit",
-                      field=field)
-    return value
-
-
-def check_role_name(value: str, field: str) -> str:
-    """A login role the tenant may own: not the server's nor the service's own roles (pgdbaas_*)."""
-    check_sql_name(value, field)
-    if value.lower() in RESERVED_ROLES or value.lower().startswith(("pg_", "pgdbaas_")):
-        raise Invalid(f"{field} must not be postgres, public, none, pg_* or pgdbaas_*", field=field)
-    return value
-
-
+# -- observed facts shared by every service ------------------------------------------------
 def observed_databases(cluster: Cluster) -> list[dict]:
     """Databases the last playbook saw (info module), each with name, owner, size_bytes, extensions."""
     return [d for d in cluster.observed.get("databases", []) if isinstance(d, dict)]
@@ -202,35 +178,69 @@ def _validate(ctx: Context, spec: ClusterSpec) -> catalog.EngineVersion:
     return version
 
 
-def _hba_entries(spec: ClusterSpec) -> list[dict]:
+def _hba_entries(allowed_cidrs: list[str]) -> list[dict]:
     entries = [
         {"type": "local", "database": "all", "user": "all", "method": "scram-sha-256"},
         {"type": "host", "database": "all", "user": "all", "address": "127.0.0.1/32", "method": "scram-sha-256"},
         {"type": "host", "database": "all", "user": "all", "address": "::1/128", "method": "scram-sha-256"},
     ]
-    for cidr in spec.allowed_cidrs:
+    for cidr in allowed_cidrs:
         network = str(ipaddress.ip_network(cidr, strict=False))
         entries.append({"type": "host", "database": "all", "user": "all", "address": network,
                         "method": "scram-sha-256"})
     return entries
 
 
-def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec) -> tuple[Cluster, Operation]:
+@dataclass(frozen=True)
+class FollowUp:
+    """Steps that run after the provision in the same operation (DBaaS: its database), under the
+    operation kind that applies them all."""
+
+    kind: str
+    steps: list[Step]
+    params: dict = field(default_factory=dict)
+    secrets: dict = field(default_factory=dict)
+
+
+def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
+                   follow_up: FollowUp | None = None) -> tuple[Cluster, Operation]:
     version = _validate(ctx, spec)
     # Two creates may pick the same free port at once. In one process the lock orders them; across
     # processes the (host, port) unique constraint lets one win and the other places again.
     for attempt in range(PLACEMENT_ATTEMPTS):
         try:
             with _placement_lock:
-                return _create_cluster(ctx, actor, spec, version)
+                return _create_cluster(ctx, actor, spec, version, follow_up)
         except IntegrityError as exc:
             if attempt == PLACEMENT_ATTEMPTS - 1:
                 raise Conflict("could not allocate a port for the instance: try again") from exc
     raise AssertionError("unreachable")
 
 
-def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
-                    version: catalog.EngineVersion) -> tuple[Cluster, Operation]:
+def provision_step(cluster: Cluster, version_source: str, version_path: str) -> Step:
+    """The provision playbook of a cluster, as its record describes it (rerunnable: same instance id)."""
+    settings = cluster.settings
+    cidrs = settings.get("allowable_ip_addresses", [])
+    extravars = {
+        "pg_install_method": version_source,
+        "pg_sizing": settings["sizing"], "pg_locale": settings["locale"], "pg_encoding": settings["encoding"],
+        "pg_listen_addresses": "*" if cidrs else "localhost",
+        "pg_hba_entries": _hba_entries(cidrs),
+    }
+    if version_source == "binaries":
+        extravars["pg_binaries_source"] = version_path
+    if settings.get("timezone"):
+        extravars["pg_timezone"] = settings["timezone"]
+    user = settings.get("database_user_name")
+    if user:
+        extravars["pg_admin_user"] = user
+    if cluster.database_name:
+        extravars["pg_database"] = cluster.database_name
+    return Step("provision.yml", extravars, ("pg_admin_password",) if user else ())
+
+
+def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec, version: catalog.EngineVersion,
+                    follow_up: FollowUp | None) -> tuple[Cluster, Operation]:
     with ctx.sessions.begin() as session:
         # Names are unique per account: what another account named its clusters is none of its business.
         if session.scalar(select(Cluster.id).where(Cluster.owner_id == actor.id, Cluster.name == spec.name,
@@ -256,89 +266,122 @@ def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
             created_by=actor.id, modified_by=actor.id,
         )
         cluster.members.append(Member(name=instance_name(spec.name, cluster.id), host=host.name, port=port,
-                                      role_type="ACTIVE", service_state=CREATING))
+                                      role_type="ACTIVE", role=PRIMARY, service_state=CREATING))
         session.add(cluster)
         session.flush()
-        extravars = {
-            "pg_install_method": version.source,
-            "pg_sizing": spec.sizing, "pg_locale": spec.locale, "pg_encoding": spec.encoding,
-            "pg_listen_addresses": "*" if spec.allowed_cidrs else "localhost",
-            "pg_hba_entries": _hba_entries(spec),
-        }
-        if version.source == "binaries":
-            extravars["pg_binaries_source"] = version.path
-        if spec.timezone:
-            extravars["pg_timezone"] = spec.timezone
+        steps = [provision_step(cluster, version.source, version.path)]
+        params: dict = {}
+        secrets: dict = {}
         if spec.user_name:
-            extravars["pg_admin_user"] = spec.user_name
-        if spec.database_name:
-            extravars["pg_database"] = spec.database_name
-        secrets = {"pg_admin_password": spec.user_password} if spec.user_name else {}
-        encrypted = ctx.cipher.encrypt(spec.user_password.encode()).decode() if spec.user_name else ""
-
-        def record_initial_objects(s: Session, operation: Operation, outcome: Outcome) -> None:
-            apply_outcome(s, operation, outcome)
-            if not outcome.ok or not spec.user_name:
-                return
-            database = None
-            if spec.database_name:
-                database = Database(cluster_id=cluster.id, name=spec.database_name, owner=spec.user_name,
-                                    created_by=actor.id)
-                s.add(database)
-                s.flush()
-            s.add(Credential(cluster_id=cluster.id, database_id=database.id if database else None,
-                             user=spec.user_name, password_encrypted=encrypted, created_by=actor.id))
-
-        operation = submit(ctx, session, cluster, actor, "create", "provision.yml", extravars, secrets,
-                           on_finish=record_initial_objects)
+            secrets["pg_admin_password"] = spec.user_password
+            params["password_encrypted"] = ctx.cipher.encrypt(spec.user_password.encode()).decode()
+        kind = "create"
+        if follow_up is not None:
+            kind, steps = follow_up.kind, steps + follow_up.steps
+            params.update(follow_up.params)
+            secrets.update(follow_up.secrets)
+        operation = submit(ctx, session, cluster, actor, kind, steps, params=params, secrets=secrets)
     return cluster, operation
 
 
+class ClusterKind(OperationKind):
+    """A kind acting on a cluster's instances: every step's result records what it observed."""
+
+    def apply_step(self, session: Session, operation: Operation, cluster: Cluster | None, index: int,
+                   outcome: Outcome) -> None:
+        record_observation(session, operation, cluster, outcome)
+
+
+def record_initial_objects(session: Session, operation: Operation, cluster: Cluster) -> None:
+    """The initial user (and its database) of a provisioned cluster, as records."""
+    user = cluster.settings.get("database_user_name")
+    if not user:
+        return
+    database = None
+    if cluster.database_name:
+        database = session.scalar(select(Database).where(Database.cluster_id == cluster.id,
+                                                         Database.name == cluster.database_name))
+        if database is None:
+            database = Database(cluster_id=cluster.id, name=cluster.database_name, owner=user,
+                                created_by=operation.actor_id)
+            session.add(database)
+            session.flush()
+    if not session.scalar(select(Credential.id).where(Credential.cluster_id == cluster.id, Credential.user == user)):
+        session.add(Credential(cluster_id=cluster.id, database_id=database.id if database else None, user=user,
+                               password_encrypted=operation.params["password_encrypted"],
+                               created_by=operation.actor_id))
+
+
+@registered
+class CreateCluster(ClusterKind):
+    """provision.yml. A failed create leaves the cluster ERROR (recorded): terminate it, or observe
+    it; the provision is rerunnable on the same instance."""
+
+    name = "create"
+
+    def finish(self, session, operation, cluster, outcome):
+        if outcome.ok and cluster is not None:
+            record_initial_objects(session, operation, cluster)
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
-LIFECYCLE = {
-    # kind: (playbook, allowed states, transitional state)
-    "start": ("start.yml", (STOPPED, ERROR), STARTING),
-    "stop": ("stop.yml", (RUNNING,), STOPPING),
-    "restart": ("restart.yml", (RUNNING,), RESTARTING),
-    "terminate": ("terminate.yml", (RUNNING, STOPPED, ERROR, CREATING), TERMINATING),
-    "observe": ("status.yml", None, None),
-    # The agent seed's "on boot": bring the instance up whatever the record says.
-    "boot": ("start.yml", None, STARTING),
-}
+class Lifecycle(ClusterKind):
+    """One playbook on a cluster's instances, allowed from some states, showing a transitional one."""
+
+    def __init__(self, name: str, playbook: str, allowed: tuple[str, ...] | None, transitional: str | None):
+        self.name, self.playbook, self.allowed, self.transitional = name, playbook, allowed, transitional
+
+    def open(self, ctx: Context, actor: Account, cluster_id: str) -> Operation:
+        with ctx.sessions.begin() as session:
+            cluster = get_live_cluster(ctx, actor, cluster_id, session)
+            extravars = {"pg_terminate_confirm": primary(cluster).name} if self.name == "terminate" else {}
+            return submit(ctx, session, cluster, actor, self.name, [Step(self.playbook, extravars)],
+                          allowed_states=self.allowed, transitional_state=self.transitional)
+
+
+class Terminate(Lifecycle):
+    def finish(self, session, operation, cluster, outcome):
+        if outcome.ok and cluster is not None:
+            forget_instances(session, cluster)
+
+
+START = register(Lifecycle("start", "start.yml", (STOPPED, ERROR), STARTING))
+STOP = register(Lifecycle("stop", "stop.yml", (RUNNING,), STOPPING))
+RESTART = register(Lifecycle("restart", "restart.yml", (RUNNING,), RESTARTING))
+TERMINATE = register(Terminate("terminate", "terminate.yml", (RUNNING, STOPPED, ERROR, CREATING), TERMINATING))
+OBSERVE = register(Lifecycle("observe", "status.yml", None, None))
+# The agent seed's "on boot": bring the instance up whatever the record says.
+BOOT = register(Lifecycle("boot", "start.yml", None, STARTING))
 
 
 def start(ctx: Context, actor: Account, cluster_id: str) -> Operation:
-    return _lifecycle(ctx, actor, cluster_id, "start")
+    return START.open(ctx, actor, cluster_id)
 
 
 def stop(ctx: Context, actor: Account, cluster_id: str) -> Operation:
-    return _lifecycle(ctx, actor, cluster_id, "stop")
+    return STOP.open(ctx, actor, cluster_id)
 
 
 def restart(ctx: Context, actor: Account, cluster_id: str) -> Operation:
-    return _lifecycle(ctx, actor, cluster_id, "restart")
+    return RESTART.open(ctx, actor, cluster_id)
 
 
 def terminate(ctx: Context, actor: Account, cluster_id: str) -> Operation:
-    return _lifecycle(ctx, actor, cluster_id, "terminate")
+    return TERMINATE.open(ctx, actor, cluster_id)
 
 
 def observe(ctx: Context, actor: Account, cluster_id: str) -> Operation:
     """Run the read-only status playbook and record what it saw."""
-    return _lifecycle(ctx, actor, cluster_id, "observe")
+    return OBSERVE.open(ctx, actor, cluster_id)
 
 
 def boot(ctx: Context, actor: Account, cluster_id: str) -> Operation:
-    return _lifecycle(ctx, actor, cluster_id, "boot")
+    return BOOT.open(ctx, actor, cluster_id)
 
 
-def _lifecycle(ctx: Context, actor: Account, cluster_id: str, kind: str) -> Operation:
-    playbook, allowed, transitional = LIFECYCLE[kind]
-    with ctx.sessions.begin() as session:
-        cluster = get_live_cluster(ctx, actor, cluster_id, session)
-        extravars = {"pg_terminate_confirm": cluster.members[0].name} if kind == "terminate" else {}
-        return submit(ctx, session, cluster, actor, kind, playbook, extravars, {},
-                       allowed_states=allowed, transitional_state=transitional)
+@registered
+class CreateAdmin(ClusterKind):
+    name = "create_admin"
 
 
 def create_admin(ctx: Context, actor: Account, cluster_id: str, user: str, password: str,
@@ -350,76 +393,39 @@ def create_admin(ctx: Context, actor: Account, cluster_id: str, user: str, passw
         raise Invalid("if_exists must be fail or update", field="if_exists")
     with ctx.sessions.begin() as session:
         cluster = get_live_cluster(ctx, actor, cluster_id, session)
-        return submit(ctx, session, cluster, actor, "create_admin", "create_admin.yml",
-                       {"pg_admin_user": user, "pg_admin_if_exists": if_exists},
-                       {"pg_admin_password": password}, allowed_states=(RUNNING,))
+        step = Step("create_admin.yml", {"pg_admin_user": user, "pg_admin_if_exists": if_exists},
+                    ("pg_admin_password",))
+        return submit(ctx, session, cluster, actor, "create_admin", [step],
+                      secrets={"pg_admin_password": password}, allowed_states=(RUNNING,))
 
 
-# -- running and finishing ---------------------------------------------------------------------
+# -- opening operations ------------------------------------------------------------------------
 def check_not_terminated(cluster: Cluster) -> None:
     """A terminated cluster has no instance left to act on."""
     if cluster.service_state == TERMINATED or not cluster.members:
         raise Conflict(f"cluster {cluster.id} is {cluster.service_state}: it has no instance to act on")
 
 
-def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, playbook: str,
-            extravars: dict, secrets: dict, *, allowed_states=None, transitional_state=None,
-            lock: bool = True, on_finish=None) -> Operation:
-    """Open the operation (taking the cluster's lock) and queue its job once the row is committed.
+def contract_vars(cluster: Cluster) -> dict:
+    """What every playbook is told about the instance it acts on (its primary member).
 
-    `on_finish` runs in the transaction that ends the operation; the default records what the
-    playbook observed of the instance."""
+    pg_instance_id: the install and terminate roles act only on an instance marked as this cluster's."""
+    member = primary(cluster)
+    return {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
+            "pg_instance_id": cluster.id}
+
+
+def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, steps: list[Step], *,
+           params: dict | None = None, secrets: dict | None = None, allowed_states=None,
+           transitional_state=None) -> Operation:
+    """Open an operation of `kind` on the cluster (taking its lock unless the kind is read-only);
+    each step gets the playbook contract's variables."""
     check_not_terminated(cluster)
-    member = cluster.members[0]
-    # pg_instance_id: the install and terminate roles act only on an instance marked as this cluster's.
-    extravars = {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
-                 "pg_instance_id": cluster.id, **extravars}
-    operation = ops.open_operation(session, kind=kind, playbook=playbook, actor_id=actor.id, cluster=cluster,
-                                   extravars=extravars, allowed_states=allowed_states,
-                                   transitional_state=transitional_state, lock=lock)
+    common = contract_vars(cluster)
+    steps = [Step(step.playbook, {**common, **step.extravars}, step.secrets) for step in steps]
+    operation = engine_submit.submit(ctx, session, actor, cluster, kind, steps, params=params, secrets=secrets,
+                                     allowed_states=allowed_states, transitional_state=transitional_state)
     if transitional_state:
-        for m in cluster.members:
-            m.service_state = transitional_state
-    job = Job(operation_id=operation.id, playbook=playbook,
-              inventory=ctx.hosts.job_inventory([m.host for m in cluster.members], ctx.settings.host_group),
-              extravars=extravars, secrets=secrets, on_finish=on_finish or apply_outcome)
-    # Submit once the row is committed, so the worker finds it.
-    session.info.setdefault("after_commit", []).append(lambda: ctx.executor.submit(job))
-    return operation
-
-
-def apply_outcome(session: Session, operation: Operation, outcome: Outcome) -> None:
-    """Record what the playbook observed; the stable state comes from there, never assumed."""
-    cluster = session.get(Cluster, operation.cluster_id)
-    if cluster is None:
-        return
-    observed_any = False
-    for member in cluster.members:
-        instance = (outcome.stats.get("hosts", {}).get(member.host) or {}).get("instance")
-        if not instance:
-            continue
-        observed_any = True
-        state = OBSERVED_STATES.get(instance.get("state"), ERROR)
-        if instance.get("exists") is False:
-            state = TERMINATED if operation.kind == "terminate" else ERROR
-        member.service_state = state
-        member.data_directory = instance.get("data_directory") or member.data_directory
-        cluster.observed = {k: instance.get(k) for k in ("databases", "roles", "size_bytes", "server_version",
-                                                          "in_recovery", "state") if k in instance}
-        if instance.get("server_version"):
-            cluster.software_version = instance["server_version"]
-    if operation.kind == "terminate" and outcome.ok:
-        cluster.service_state = TERMINATED
-        cluster.members.clear()  # frees host and port for new clusters
-        # Its databases and credentials are gone with the instance.
-        session.execute(delete(Credential).where(Credential.cluster_id == cluster.id))
-        session.execute(delete(Database).where(Database.cluster_id == cluster.id))
-        return
-    if observed_any:
-        states = {m.service_state for m in cluster.members}
-        cluster.service_state = states.pop() if len(states) == 1 else ERROR
-    elif not outcome.ok and (cluster.service_state in TRANSITIONAL or operation.kind == "observe"):
-        # Failed, canceled or unobserved: ERROR until the next observation says otherwise.
-        cluster.service_state = ERROR
         for member in cluster.members:
-            member.service_state = ERROR
+            member.service_state = transitional_state
+    return operation

@@ -13,32 +13,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.context import Context
+from api.engine.kinds import Step, registered
 from api.errors import Conflict, Invalid, NotFound
-from api.executor import Outcome
 from api.security import generate_password
 from api.services import clusters
 from api.services import requests as requests_service
-from api.store.models import Account, Credential, Database, Operation
+from api.store.models import Account, Credential, Database, Operation, utcnow
 from plugins.module_utils.extensions import denied_reason
 
 RUNNING_ONLY = (clusters.RUNNING,)
 EXTENSION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")  # uuid-ossp has a dash
-
-
-def _hook(extra):
-    """An on_finish hook: record the instance, then (on success only) the caller's records."""
-    def on_finish(session: Session, operation: Operation, outcome: Outcome) -> None:
-        clusters.apply_outcome(session, operation, outcome)
-        if outcome.ok:
-            extra(session, operation, outcome)
-    return on_finish
-
-
-def _host_result(outcome: Outcome, key: str):
-    for host_result in outcome.stats.get("hosts", {}).values():
-        if key in host_result:
-            return host_result[key]
-    return None
 
 
 # -- databases ------------------------------------------------------------------------------------
@@ -53,36 +37,80 @@ class NewDatabase:
     project_id: int | None = None
 
 
+def plan_create_database(ctx: Context, spec: NewDatabase, default_owner: str = "") -> tuple[Step, dict, dict]:
+    """The create_database step, its parameters (the records to write) and its secrets."""
+    clusters.check_sql_name(spec.name, "name")
+    owner = spec.owner or default_owner
+    if not owner:
+        raise Invalid("owner is required: this cluster has no initial user", field="owner")
+    clusters.check_role_name(owner, "owner")
+    step = Step("create_database.yml", {"pg_database": spec.name, "pg_database_owner": owner,
+                                        "pg_database_if_exists": spec.if_exists},
+                ("pg_database_owner_password",) if spec.owner_password else ())
+    params = {"database": spec.name, "owner": owner, "plan_id": spec.plan_id, "environment": spec.environment,
+              "project_id": spec.project_id,
+              "owner_password_encrypted": ctx.cipher.encrypt(spec.owner_password.encode()).decode()
+              if spec.owner_password else None}
+    secrets = {"pg_database_owner_password": spec.owner_password} if spec.owner_password else {}
+    return step, params, secrets
+
+
+def check_database_absent(session: Session, cluster_id: str, name: str) -> None:
+    """The agent seed's "The database already exists" (if_exists=fail)."""
+    if session.scalar(select(Database.id).where(Database.cluster_id == cluster_id, Database.name == name)):
+        raise Conflict("The database already exists", field="name")
+
+
+def record_database(session: Session, operation: Operation) -> Database:
+    """The Database record (and its owner's credential, when the owner was made with a password)."""
+    params = operation.params
+    database = session.scalar(select(Database).where(Database.cluster_id == operation.cluster_id,
+                                                     Database.name == params["database"]))
+    if database is None:
+        database = Database(cluster_id=operation.cluster_id, name=params["database"], owner=params["owner"],
+                            plan_id=params.get("plan_id"), environment=params.get("environment"),
+                            project_id=params.get("project_id"), created_by=operation.actor_id)
+        session.add(database)
+        session.flush()
+    if params.get("owner_password_encrypted"):
+        _upsert_credential(session, operation.cluster_id, database.id, params["owner"],
+                           params["owner_password_encrypted"], operation.actor_id)
+    return database
+
+
+@registered
+class CreateDatabase(clusters.ClusterKind):
+    name = "create_database"
+
+    def finish(self, session, operation, cluster, outcome):
+        if outcome.ok:
+            record_database(session, operation)
+
+
 def create_database(ctx: Context, actor: Account, cluster_id: str, spec: NewDatabase) -> Operation:
     clusters.check_sql_name(spec.name, "name")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
-        owner = spec.owner or cluster.settings.get("database_user_name") or ""
-        if not owner:
-            raise Invalid("owner is required: this cluster has no initial user", field="owner")
-        clusters.check_role_name(owner, "owner")
-        if spec.if_exists == "fail" and session.scalar(
-                select(Database.id).where(Database.cluster_id == cluster.id, Database.name == spec.name)):
-            raise Conflict("The database already exists", field="name")
-        extravars = {"pg_database": spec.name, "pg_database_owner": owner,
-                     "pg_database_if_exists": spec.if_exists}
-        secrets = {"pg_database_owner_password": spec.owner_password} if spec.owner_password else {}
-        encrypted = ctx.cipher.encrypt(spec.owner_password.encode()).decode() if spec.owner_password else None
+        step, params, secrets = plan_create_database(ctx, spec, cluster.settings.get("database_user_name") or "")
+        if spec.if_exists == "fail":
+            check_database_absent(session, cluster.id, spec.name)
+        return clusters.submit(ctx, session, cluster, actor, "create_database", [step], params=params,
+                               secrets=secrets, allowed_states=RUNNING_ONLY)
 
-        def record(s: Session, operation: Operation, _outcome: Outcome) -> None:
-            database = s.scalar(select(Database).where(Database.cluster_id == cluster.id,
-                                                       Database.name == spec.name))
-            if database is None:
-                database = Database(cluster_id=cluster.id, name=spec.name, owner=owner, plan_id=spec.plan_id,
-                                    environment=spec.environment, project_id=spec.project_id,
-                                    created_by=operation.actor_id)
-                s.add(database)
-                s.flush()
-            if encrypted:
-                _upsert_credential(s, cluster.id, database.id, owner, encrypted, operation.actor_id)
 
-        return clusters.submit(ctx, session, cluster, actor, "create_database", "create_database.yml", extravars,
-                               secrets, allowed_states=RUNNING_ONLY, on_finish=_hook(record))
+@registered
+class DestroyDatabase(clusters.ClusterKind):
+    name = "destroy_database"
+
+    def finish(self, session, operation, cluster, outcome):
+        if not outcome.ok:
+            return
+        params = operation.params
+        session.execute(delete(Credential).where(Credential.cluster_id == operation.cluster_id,
+                                                 Credential.user.in_(params["users"])))
+        if params.get("database_id") is not None:
+            session.execute(delete(Credential).where(Credential.database_id == params["database_id"]))
+            session.execute(delete(Database).where(Database.id == params["database_id"]))
 
 
 def destroy_database(ctx: Context, actor: Account, cluster_id: str, name: str, *, users: list[str] | None = None,
@@ -100,17 +128,11 @@ def destroy_database(ctx: Context, actor: Account, cluster_id: str, name: str, *
                 if database else []
         for user in users:
             clusters.check_role_name(user, "user")
-        database_id = database.id if database else None
-
-        def forget(s: Session, _operation: Operation, _outcome: Outcome) -> None:
-            s.execute(delete(Credential).where(Credential.cluster_id == cluster.id, Credential.user.in_(users)))
-            if database_id is not None:
-                s.execute(delete(Credential).where(Credential.database_id == database_id))
-                s.execute(delete(Database).where(Database.id == database_id))
-
-        return clusters.submit(ctx, session, cluster, actor, "destroy_database", "destroy_database.yml",
-                               {"pg_database": name, "pg_database_users": users, "pg_database_if_absent": if_absent},
-                               {}, allowed_states=RUNNING_ONLY, on_finish=_hook(forget))
+        step = Step("destroy_database.yml", {"pg_database": name, "pg_database_users": users,
+                                             "pg_database_if_absent": if_absent})
+        return clusters.submit(ctx, session, cluster, actor, "destroy_database", [step],
+                               params={"users": users, "database_id": database.id if database else None},
+                               allowed_states=RUNNING_ONLY)
 
 
 def list_databases(ctx: Context, actor: Account, cluster_id: str) -> list[dict]:
@@ -137,6 +159,17 @@ def _upsert_credential(session: Session, cluster_id: str, database_id: int | Non
     return credential
 
 
+@registered
+class CreateUser(clusters.ClusterKind):
+    name = "create_user"
+
+    def finish(self, session, operation, cluster, outcome):
+        if outcome.ok:
+            params = operation.params
+            _upsert_credential(session, operation.cluster_id, params.get("database_id"), params["user"],
+                               params["password_encrypted"], operation.actor_id)
+
+
 def create_user(ctx: Context, actor: Account, cluster_id: str, user: str, database: str,
                 password: str | None = None) -> tuple[Operation, str]:
     """A login role with CONNECT and privileges on one database; the password given or generated."""
@@ -151,39 +184,59 @@ def create_user(ctx: Context, actor: Account, cluster_id: str, user: str, databa
         observed = {d.get("name") for d in clusters.observed_databases(cluster)}
         if record_db is None and database not in observed:
             raise NotFound(f"database {database!r} does not exist in cluster {cluster_id}", field="database")
-        encrypted = ctx.cipher.encrypt(password.encode()).decode()
-        database_id = record_db.id if record_db else None
-
-        def record(s: Session, operation: Operation, _outcome: Outcome) -> None:
-            _upsert_credential(s, cluster.id, database_id, user, encrypted, operation.actor_id)
-
-        operation = clusters.submit(ctx, session, cluster, actor, "create_user", "create_user.yml",
-                                    {"pg_user": user, "pg_user_database": database},
-                                    {"pg_user_password": password}, allowed_states=RUNNING_ONLY,
-                                    on_finish=_hook(record))
+        step = Step("create_user.yml", {"pg_user": user, "pg_user_database": database}, ("pg_user_password",))
+        operation = clusters.submit(
+            ctx, session, cluster, actor, "create_user", [step],
+            params={"user": user, "database_id": record_db.id if record_db else None,
+                    "password_encrypted": ctx.cipher.encrypt(password.encode()).decode()},
+            secrets={"pg_user_password": password}, allowed_states=RUNNING_ONLY)
     return operation, password
 
 
+@registered
+class ResetPassword(clusters.ClusterKind):
+    """New passwords for existing roles; the records keep them encrypted."""
+
+    name = "reset_password"
+
+    def finish(self, session, operation, cluster, outcome):
+        if not outcome.ok:
+            return
+        encrypted = operation.params["passwords_encrypted"]
+        for credential in session.scalars(select(Credential).where(Credential.cluster_id == operation.cluster_id,
+                                                                   Credential.user.in_(list(encrypted)))):
+            credential.password_encrypted = encrypted[credential.user]
+
+
+@registered
+class QuarantineDatabase(ResetPassword):
+    """DBaaS's first DELETE: every credential of the database reset to a password nobody knows."""
+
+    name = "quarantine_database"
+
+    def finish(self, session, operation, cluster, outcome):
+        super().finish(session, operation, cluster, outcome)
+        if outcome.ok:
+            session.get(Database, operation.params["database_id"]).quarantine_dt = utcnow()
+
+
 def reset_passwords(ctx: Context, actor: Account, cluster_id: str, passwords: dict[str, str], *,
-                    kind: str = "reset_password", on_success=None) -> Operation:
-    """New passwords for existing roles (their open sessions are ended so old logins stop)."""
+                    kind: str = "reset_password", encrypted: dict[str, str] | None = None,
+                    params: dict | None = None) -> Operation:
+    """New passwords for existing roles (their open sessions are ended so old logins stop).
+
+    `encrypted`: what the records keep for each user (default: its new password, encrypted)."""
     for user in passwords:
         clusters.check_role_name(user, "user")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
-        encrypted = {user: ctx.cipher.encrypt(pw.encode()).decode() for user, pw in passwords.items()}
-
-        def record(s: Session, operation: Operation, outcome: Outcome) -> None:
-            for credential in s.scalars(select(Credential).where(Credential.cluster_id == cluster.id,
-                                                                 Credential.user.in_(list(encrypted)))):
-                credential.password_encrypted = encrypted[credential.user]
-            if on_success:
-                on_success(s, operation, outcome)
-
-        return clusters.submit(ctx, session, cluster, actor, kind, "reset_password.yml",
-                               {"pg_users": sorted(passwords), "pg_terminate_sessions": True},
-                               {"pg_user_passwords": passwords}, allowed_states=RUNNING_ONLY,
-                               on_finish=_hook(record))
+        kept = encrypted if encrypted is not None else {
+            user: ctx.cipher.encrypt(pw.encode()).decode() for user, pw in passwords.items()}
+        step = Step("reset_password.yml", {"pg_users": sorted(passwords), "pg_terminate_sessions": True},
+                    ("pg_user_passwords",))
+        return clusters.submit(ctx, session, cluster, actor, kind, [step],
+                               params={"passwords_encrypted": kept, **(params or {})},
+                               secrets={"pg_user_passwords": passwords}, allowed_states=RUNNING_ONLY)
 
 
 def reset_password(ctx: Context, actor: Account, cluster_id: str, user: str,
@@ -199,6 +252,16 @@ def reset_password(ctx: Context, actor: Account, cluster_id: str, user: str,
     return reset_passwords(ctx, actor, cluster_id, {user: password}), password
 
 
+@registered
+class DropUser(clusters.ClusterKind):
+    name = "drop_user"
+
+    def finish(self, session, operation, cluster, outcome):
+        if outcome.ok:
+            session.execute(delete(Credential).where(Credential.cluster_id == operation.cluster_id,
+                                                     Credential.user == operation.params["user"]))
+
+
 def drop_user(ctx: Context, actor: Account, cluster_id: str, user: str) -> Operation:
     """Drop a role: what it owns in its database goes to that database's owner, then DROP OWNED."""
     clusters.check_role_name(user, "name")
@@ -212,15 +275,11 @@ def drop_user(ctx: Context, actor: Account, cluster_id: str, user: str) -> Opera
         database = session.get(Database, credential.database_id) if credential and credential.database_id else None
         if database is not None and database.owner == user:
             raise Conflict(f"{user!r} owns database {database.name!r}: destroy the database instead")
-
-        def forget(s: Session, _operation: Operation, _outcome: Outcome) -> None:
-            s.execute(delete(Credential).where(Credential.cluster_id == cluster.id, Credential.user == user))
-
         extravars = {"pg_user": user}
         if database is not None:
             extravars.update(pg_user_database=database.name, pg_user_reassign_to=database.owner)
-        return clusters.submit(ctx, session, cluster, actor, "drop_user", "drop_user.yml", extravars, {},
-                               allowed_states=RUNNING_ONLY, on_finish=_hook(forget))
+        return clusters.submit(ctx, session, cluster, actor, "drop_user", [Step("drop_user.yml", extravars)],
+                               params={"user": user}, allowed_states=RUNNING_ONLY)
 
 
 def list_users(ctx: Context, actor: Account, cluster_id: str) -> list[dict]:
@@ -241,6 +300,17 @@ def list_users(ctx: Context, actor: Account, cluster_id: str) -> list[dict]:
 
 
 # -- extensions ----------------------------------------------------------------------------------
+@registered
+class ListExtensions(clusters.ClusterKind):
+    """Read-only: runs beside whatever holds the cluster, records nothing."""
+
+    name = "list_extensions"
+    lock = False
+
+    def apply_step(self, session, operation, cluster, index, outcome):
+        pass
+
+
 def available_extensions(ctx: Context, actor: Account, cluster_id: str, database: str = "postgres") -> list[dict]:
     """Read on the host now (a read-only job beside any running operation)."""
     clusters.check_sql_name(database, "database")
@@ -249,12 +319,17 @@ def available_extensions(ctx: Context, actor: Account, cluster_id: str, database
         if cluster.service_state != clusters.RUNNING:
             raise Conflict(f"cluster {cluster_id} is {cluster.service_state}: extensions are read from a running "
                            "instance")
-        operation = clusters.submit(ctx, session, cluster, actor, "list_extensions", "list_extensions.yml",
-                                    {"pg_database": database}, {}, lock=False, on_finish=lambda *_: None)
+        operation = clusters.submit(ctx, session, cluster, actor, "list_extensions",
+                                    [Step("list_extensions.yml", {"pg_database": database})])
     operation = requests_service.run_to_end(ctx, actor, operation.id)
     for host_result in operation.result.get("hosts", {}).values():
         return host_result.get("extensions_available", [])
     return []
+
+
+@registered
+class InstallExtension(clusters.ClusterKind):
+    name = "install_extension"
 
 
 def install_extensions(ctx: Context, actor: Account, cluster_id: str, database: str,
@@ -275,12 +350,12 @@ def install_extensions(ctx: Context, actor: Account, cluster_id: str, database: 
             raise Invalid(f"extension {name!r} is not available to tenants: {reason}", field="extensions")
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
-        return clusters.submit(ctx, session, cluster, actor, "install_extension", "install_extension.yml",
-                               {"pg_database": database,
-                                "pg_extensions": [{k: v for k, v in e.items() if k in ("name", "version") and v}
-                                                  for e in extensions],
-                                "pg_extensions_allow_untrusted": actor.role == "admin"},
-                               {}, allowed_states=RUNNING_ONLY)
+        step = Step("install_extension.yml", {
+            "pg_database": database,
+            "pg_extensions": [{k: v for k, v in e.items() if k in ("name", "version") and v} for e in extensions],
+            "pg_extensions_allow_untrusted": actor.role == "admin"})
+        return clusters.submit(ctx, session, cluster, actor, "install_extension", [step],
+                               allowed_states=RUNNING_ONLY)
 
 
 def credential_password(ctx: Context, credential: Credential) -> str:

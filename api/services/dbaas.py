@@ -13,12 +13,14 @@ import unicodedata
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from api import catalog
 from api.context import Context
+from api.engine.kinds import registered
 from api.errors import Conflict, Invalid, NotFound
 from api.security import generate_password
 from api.services import clusters, databases
 from api.services import requests as requests_service
-from api.store.models import Account, Cluster, Credential, Database, Plan, Project, utcnow
+from api.store.models import Account, Cluster, Credential, Database, Operation, Plan, Project
 
 UNKNOWN_PASSWORD = ""  # a quarantined credential's password is known to nobody, the API included
 
@@ -136,12 +138,25 @@ def database_details(ctx: Context, database: Database) -> dict:
                                               .order_by(Credential.id)))
         limit = session.scalar(select(Plan.size_limit_bytes).where(Plan.id == database.plan_id)) \
             if database.plan_id else None
-    member = cluster.members[0] if cluster.members else None
+    member = next((m for m in cluster.members if m.role == clusters.PRIMARY), None)
     host = ctx.hosts.address_of(member.host) if member else ""
     used = next((d.get("size_bytes") for d in clusters.observed_databases(cluster)
                  if d.get("name") == database.name), None)
     return {"host": host, "port": member.port if member else None, "credential_ids": credential_ids,
             "total_size_in_bytes": limit or 0, "used_size_in_bytes": used or 0}
+
+
+@registered
+class DbaasCreate(clusters.ClusterKind):
+    """A DBaaS database: its cluster's provision, then the database and its owner credential, in
+    one operation. A failed step is recorded: repeating the same POST resumes on the same cluster
+    (the provision is rerun only if the cluster is not RUNNING; both playbooks are idempotent)."""
+
+    name = "dbaas_create"
+
+    def finish(self, session, operation, cluster, outcome):
+        if outcome.ok:
+            databases.record_database(session, operation)
 
 
 def create_database(ctx: Context, actor: Account, name: str, plan_id: int, environment_id: int,
@@ -151,17 +166,40 @@ def create_database(ctx: Context, actor: Account, name: str, plan_id: int, envir
     group = environment(ctx, environment_id)
     if project_id is not None:
         project(ctx, actor, project_id)
-    spec = clusters.ClusterSpec(name=name, sizing=chosen_plan.sizing, host_group=group,
-                                dialect_fields={"dbaas": {"database": name}})
-    cluster, operation = clusters.create_cluster(ctx, actor, spec)
-    requests_service.run_to_end(ctx, actor, operation.id)
-    owner = f"u_{name}"
-    operation = databases.create_database(ctx, actor, cluster.id, databases.NewDatabase(
-        name=name, owner=owner, owner_password=generate_password(12), if_exists="fail", plan_id=plan_id,
-        environment=group, project_id=project_id))
-    requests_service.run_to_end(ctx, actor, operation.id)
+    new = databases.NewDatabase(name=name, owner=f"u_{name}", owner_password=generate_password(12),
+                                if_exists="fail", plan_id=plan_id, environment=group, project_id=project_id)
+    operation = _resume_create(ctx, actor, name, new)
+    if operation is None:
+        spec = clusters.ClusterSpec(name=name, sizing=chosen_plan.sizing, host_group=group,
+                                    dialect_fields={"dbaas": {"database": name}})
+        step, params, secrets = databases.plan_create_database(ctx, new)
+        _cluster, operation = clusters.create_cluster(
+            ctx, actor, spec, clusters.FollowUp("dbaas_create", [step], params, secrets))
+    operation = requests_service.run_to_end(ctx, actor, operation.id)
     with ctx.sessions() as session:
-        return session.scalar(select(Database).where(Database.cluster_id == cluster.id, Database.name == name))
+        return session.scalar(select(Database).where(Database.cluster_id == operation.cluster_id,
+                                                     Database.name == name))
+
+
+def _resume_create(ctx: Context, actor: Account, name: str, new: databases.NewDatabase) -> Operation | None:
+    """The operation that finishes an earlier, failed create of this database, or None (none failed)."""
+    with ctx.sessions.begin() as session:
+        cluster = next((c for c in session.scalars(
+            select(Cluster).where(Cluster.owner_id == actor.id, Cluster.name == name,
+                                  Cluster.service_state != clusters.TERMINATED))
+            if c.dialect_fields.get("dbaas", {}).get("database") == name), None)
+        if cluster is None:
+            return None
+        databases.check_database_absent(session, cluster.id, name)
+        step, params, secrets = databases.plan_create_database(ctx, new)
+        steps = [step]
+        if cluster.service_state != clusters.RUNNING:
+            version = catalog.find(ctx.settings, cluster.engine_version_id)
+            if version is None:
+                raise Conflict(f"engine version {cluster.engine_version_id} is no longer offered")
+            steps.insert(0, clusters.provision_step(cluster, version.source, version.path))
+        return clusters.submit(ctx, session, cluster, actor, "dbaas_create", steps, params=params, secrets=secrets,
+                               allowed_states=(clusters.RUNNING, clusters.ERROR))
 
 
 def delete_database(ctx: Context, actor: Account, database_id: int) -> Database | None:
@@ -170,15 +208,11 @@ def delete_database(ctx: Context, actor: Account, database_id: int) -> Database 
     if database.quarantine_dt is None:
         with ctx.sessions() as session:
             users = list(session.scalars(select(Credential.user).where(Credential.database_id == database.id)))
-
-        def quarantine(session, _operation, _outcome):
-            session.get(Database, database.id).quarantine_dt = utcnow()
-            for credential in session.scalars(select(Credential).where(Credential.database_id == database.id)):
-                credential.password_encrypted = UNKNOWN_PASSWORD
-
         operation = databases.reset_passwords(ctx, actor, database.cluster_id,
                                               {user: generate_password(32) for user in users},
-                                              kind="quarantine_database", on_success=quarantine)
+                                              kind="quarantine_database",
+                                              encrypted={user: UNKNOWN_PASSWORD for user in users},
+                                              params={"database_id": database.id})
         requests_service.run_to_end(ctx, actor, operation.id)
         return get_database(ctx, actor, database_id)
     with ctx.sessions() as session:

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 
 from api import operations as ops
 from api.context import Context
-from api.errors import Conflict, Invalid, NotFound, OperationFailed, ServiceError
+from api.errors import Conflict, Invalid, NotFound, OperationFailed, OperationTimeout, ServiceError
 from api.services import clusters
 from api.store.models import Account, Cluster, Operation, OperationEvent, utcnow
 
@@ -34,8 +34,12 @@ def wait(ctx: Context, actor: Account, request_id: str, timeout: float | None = 
 
 
 def run_to_end(ctx: Context, actor: Account, request_id: str) -> Operation:
-    """`wait`, then raise OperationFailed unless the request succeeded."""
-    operation = wait(ctx, actor, request_id)
+    """`wait` at most PGDBAAS_SYNC_TIMEOUT seconds, then raise OperationTimeout if the request still
+    runs, or OperationFailed (with its error text) unless it succeeded."""
+    operation = wait(ctx, actor, request_id, ctx.settings.sync_timeout)
+    if operation.state not in ops.FINAL_STATES:
+        raise OperationTimeout(f"request {request_id} is still {operation.state} after {ctx.settings.sync_timeout} s; "
+                               f"poll /v1/requests/{request_id}", request_id=operation.id)
     if operation.state != ops.SUCCESS:
         raise OperationFailed(operation.error or operation.state, request_id=operation.id)
     return operation

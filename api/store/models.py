@@ -82,14 +82,19 @@ class Member(Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     role_type: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    # primary | standby | replica: what the member is to the cluster, from its last observation.
+    role: Mapped[str] = mapped_column(String(16), default="primary")
     service_state: Mapped[str] = mapped_column(String(16))
     data_directory: Mapped[str] = mapped_column(String(512), default="")
+    # What the last playbook observed of this member (info module: state, version, databases ...).
+    observed: Mapped[dict] = mapped_column(default=dict)
 
     cluster: Mapped[Cluster] = relationship(back_populates="members")
 
 
 class Operation(Base):
-    """The async request of every dialect: one ansible-runner job."""
+    """The async request of every dialect: an operation of a kind (api.engine.kinds), whose steps
+    are playbook runs. Everything a worker needs to run it is here: any worker can."""
 
     __tablename__ = "operations"
 
@@ -98,9 +103,16 @@ class Operation(Base):
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True, nullable=True)
     actor_id: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), index=True)
+    # The kind's parameters (never a secret) and its plan: [{playbook, extravars, secrets}].
+    params: Mapped[dict] = mapped_column(default=dict)
+    steps: Mapped[list] = mapped_column(default=list)
+    # The step running (or the last one run) and its playbook and non-secret extra-vars.
+    step: Mapped[int] = mapped_column(Integer, default=0)
     playbook: Mapped[str] = mapped_column(String(64))
-    # Non-secret extra-vars only; secrets live in memory until the job's 0600 vars file.
     extravars: Mapped[dict] = mapped_column(default=dict)
+    # The steps' secrets, Fernet-encrypted (PGDBAAS_SECRET_KEY) for the worker that runs them;
+    # removed when the operation ends.
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     tasks_done: Mapped[int] = mapped_column(Integer, default=0)
     tasks_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)

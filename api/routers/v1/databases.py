@@ -73,7 +73,7 @@ def drop_user(cluster_id: str, name: str = Name, ctx: Context = Depends(get_cont
 
 
 @router.get("/extensions", response_model=list[ExtensionOut], summary="List available Extensions",
-            responses=V1.responses(404, 409, 502))
+            responses=V1.responses(404, 409, 502, 504))
 def list_extensions(cluster_id: str, database: str = Query("postgres", max_length=63, json_schema_extra=SQL_NAME),
                     ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return [ExtensionOut(**{k: v for k, v in row.items() if k in ExtensionOut.model_fields})

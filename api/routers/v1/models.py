@@ -167,8 +167,10 @@ class ClusterDetail(BaseModel):
 
 
 class Progress(BaseModel):
-    tasks_done: int
-    tasks_total: int | None
+    tasks_done: int = Field(description="tasks started so far, over every step")
+    tasks_total: int | None = Field(description="tasks of every step's playbook, known once the request runs")
+    step: int = Field(description="the step running (or the last one run), from 1")
+    steps: int = Field(description="playbook runs of this request")
 
 
 class RequestState(BaseModel):

@@ -24,7 +24,8 @@ def render(operation: Operation) -> RequestState:
         created_at=operation.created_at, started_at=operation.started_at, finished_at=operation.finished_at,
         progress=Progress(tasks_done=operation.tasks_done,
                           tasks_total=max(operation.tasks_total, operation.tasks_done)
-                          if operation.tasks_total is not None else None),
+                          if operation.tasks_total is not None else None,
+                          step=operation.step + 1, steps=len(operation.steps) or 1),
         message=operation.error,
     )
 

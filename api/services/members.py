@@ -1,0 +1,90 @@
+"""Members of a cluster: states, what an observation changes, and the one rule that derives the
+cluster's service_state from its members' states.
+
+Every cluster has 1..N members (instances: host, port, data directory, role primary | standby |
+replica, state, observed facts). An operation addresses the primary (found from observation) or
+all members explicitly; nothing assumes a single member.
+"""
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from api.engine.kinds import Outcome
+from api.errors import Conflict
+from api.store.models import Cluster, Credential, Database, Member, Operation
+
+CREATING, RUNNING, STARTING, STOPPING, STOPPED = "CREATING", "RUNNING", "STARTING", "STOPPING", "STOPPED"
+RESTARTING, TERMINATING, TERMINATED, ERROR = "RESTARTING", "TERMINATING", "TERMINATED", "ERROR"
+TRANSITIONAL = (CREATING, STARTING, STOPPING, RESTARTING, TERMINATING)
+SERVICE_STATES = (CREATING, RUNNING, STARTING, STOPPING, STOPPED, RESTARTING, TERMINATING, TERMINATED, ERROR)
+# What the info module reports, mapped to service_state.
+OBSERVED_STATES = {"started": RUNNING, "stopped": STOPPED, "error": ERROR}
+PRIMARY, STANDBY, REPLICA = "primary", "standby", "replica"
+# Facts of the info module kept per member (and, for the primary, on the cluster).
+OBSERVED_KEYS = ("databases", "roles", "size_bytes", "server_version", "in_recovery", "state")
+
+
+def primary(cluster: Cluster) -> Member:
+    """The member writes go to: the one observed as primary (not in recovery)."""
+    for member in cluster.members:
+        if member.role == PRIMARY:
+            return member
+    raise Conflict(f"cluster {cluster.id} has no primary member")
+
+
+def derive_service_state(members: list[Member]) -> str:
+    """The cluster's state from its members': all alike -> that state; else RUNNING while the
+    primary runs (a standby's trouble shows on that member); else ERROR."""
+    states = {m.service_state for m in members}
+    if len(states) == 1:
+        return states.pop()
+    if any(m.role == PRIMARY and m.service_state == RUNNING for m in members):
+        return RUNNING
+    return ERROR
+
+
+def alias(member: Member) -> str:
+    """The member's host name in a job's inventory (the key of its report in the results)."""
+    return member.host
+
+
+def record_observation(session: Session, operation: Operation, cluster: Cluster | None, outcome: Outcome) -> None:
+    """What the playbook observed of each member; the stable state comes from there, never assumed."""
+    if cluster is None:
+        return
+    observed_any = False
+    for member in cluster.members:
+        instance = outcome.host(alias(member)).get("instance")
+        if not instance:
+            continue
+        observed_any = True
+        state = OBSERVED_STATES.get(instance.get("state"), ERROR)
+        if instance.get("exists") is False:
+            state = TERMINATED if operation.kind == "terminate" else ERROR
+        member.service_state = state
+        member.data_directory = instance.get("data_directory") or member.data_directory
+        member.observed = {k: instance.get(k) for k in OBSERVED_KEYS if k in instance}
+        if instance.get("in_recovery") is not None:
+            member.role = STANDBY if instance["in_recovery"] else PRIMARY
+    if observed_any:
+        lead = next((m for m in cluster.members if m.role == PRIMARY and m.observed), None)
+        if lead is not None:
+            cluster.observed = dict(lead.observed)
+            if lead.observed.get("server_version"):
+                cluster.software_version = lead.observed["server_version"]
+        cluster.service_state = derive_service_state(cluster.members)
+    elif not outcome.ok and (cluster.service_state in TRANSITIONAL or operation.kind == "observe"):
+        # Failed, canceled or unobserved: ERROR until the next observation says otherwise.
+        cluster.service_state = ERROR
+        for member in cluster.members:
+            member.service_state = ERROR
+
+
+def forget_instances(session: Session, cluster: Cluster) -> None:
+    """The cluster's instances are gone: it is TERMINATED, its hosts and ports are free, and its
+    databases and credentials are gone with them."""
+    cluster.service_state = TERMINATED
+    cluster.members.clear()
+    session.execute(delete(Credential).where(Credential.cluster_id == cluster.id))
+    session.execute(delete(Database).where(Database.cluster_id == cluster.id))
