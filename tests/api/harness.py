@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = ("SUCCESS", "ERROR", "CANCELED")
@@ -119,3 +121,24 @@ def drop_instance(name: str, version: str = "15") -> None:
     for instance in sorted(candidates):
         subprocess.run(["pg_dropcluster", "--stop", version, instance], capture_output=True)
         shutil.rmtree(conf_root / instance, ignore_errors=True)
+
+
+# What a tenant admin must never hold: server file and program access.
+FILE_AND_PROGRAM_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+
+
+def refused(conn, statement) -> str:
+    """The error a statement fails with (it must fail)."""
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(statement)
+    return str(info.value)
+
+
+def assert_no_server_files_or_programs(conn) -> None:
+    """As the connected tenant admin: no program, no server file, no membership that would give them."""
+    assert "pg_execute_server_program" in refused(conn, "COPY (SELECT 1) TO PROGRAM 'id'")
+    assert "pg_read_server_files" in refused(conn, "COPY pg_catalog.pg_am FROM '/etc/hostname'")
+    assert "permission denied for function" in refused(conn, "SELECT pg_read_file('/etc/hostname')")
+    assert conn.execute("SELECT count(*) FROM pg_roles g WHERE pg_has_role(current_user, g.oid, 'MEMBER') "
+                        "AND (g.rolname = ANY(%s) OR g.rolsuper OR g.rolname = 'pgdbaas_role_manager')",
+                        (list(FILE_AND_PROGRAM_ROLES),)).fetchone() == (0,)

