@@ -75,7 +75,8 @@ def cancel(ctx: Context, actor: Account, request_id: str) -> Operation:
     with ctx.sessions.begin() as session:
         # A queued job never starts: the executor only starts QUEUED operations.
         queued = session.execute(update(Operation).where(Operation.id == request_id, Operation.state == ops.QUEUED)
-                                 .values(state=ops.CANCELED, error="canceled", finished_at=utcnow())).rowcount
+                                 .values(state=ops.CANCELED, error="canceled", finished_at=utcnow(),
+                                         secrets_encrypted=None)).rowcount
         operation = session.get(Operation, request_id, populate_existing=True)
         if queued:
             ops.release_cluster(session, operation)
