@@ -3,6 +3,8 @@
 repeat of the same request resumes."""
 from __future__ import annotations
 
+import sqlite3
+
 import psycopg
 import pytest
 
@@ -70,3 +72,8 @@ def test_a_canceled_dbaas_create_is_resumed_by_repeating_it(slow_server):
         wait_request(admin, blocker["request_id"])
         admin.delete(f"/v1/clusters/{blocker['resource']['id']}")
         drop_instance("tapi-engine-hold")
+    # Secrets are kept (encrypted) for the worker only while the operation may still run.
+    with sqlite3.connect(slow_server.data_dir / "pgdbaas.sqlite3") as store:
+        kept = store.execute("select id, state from operations where secrets_encrypted is not null and state in "
+                             "('SUCCESS', 'ERROR', 'CANCELED')").fetchall()
+    assert kept == []
