@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        body = dialect_of(request.url.path).validation_body(validation_problems(exc.errors()))
+        body = dialect_of(request.url.path).validation_body(validation_problems(exc.errors(), exc.body))
         return JSONResponse(status_code=400, content=body)
 
     @app.exception_handler(StarletteHTTPException)

@@ -85,16 +85,61 @@ LOCATIONS = ("body", "query", "path", "header", "cookie")
 MAX_PROBLEMS = 10
 
 
-def validation_problems(errors: Iterable[dict]) -> list[Problem]:
+_NO_BODY = object()
+
+
+def _without_union_tags(loc: list, body: Any) -> list:
+    """The body location with the tags pydantic inserts for a discriminated union's member dropped
+    (`install_extension.options.dbname` is the body's `options.dbname`). Walking the body: a part
+    that is no key of the object it is in, with more parts after it, can only be such a tag (a
+    missing field has nothing under it)."""
+    kept, value = [], body
+    for index, part in enumerate(loc):
+        if isinstance(value, dict):
+            if part in value:
+                kept.append(part)
+                value = value[part]
+                continue
+            if isinstance(part, str) and index < len(loc) - 1 and part in value.values():
+                continue  # the member's tag: the value of its discriminator in this object
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            kept.append(part)
+            value = value[part]
+            continue
+        kept.append(part)
+        value = None
+    return kept
+
+
+def _tags(ctx: dict) -> str:
+    """A discriminated union's tags (pydantic's "'start', 'stop'"), sorted: start, stop."""
+    return ", ".join(sorted(tag.strip().strip("'") for tag in str(ctx.get("expected_tags", "")).split(",")
+                            if tag.strip()))
+
+
+def validation_problems(errors: Iterable[dict], body: Any = _NO_BODY) -> list[Problem]:
     """Pydantic/FastAPI errors as (field, reason): the location dotted without its `body`/`query`
-    prefix, the message without pydantic's "Value error, ". `input` and `ctx` are dropped."""
+    prefix (and, given the request body, without a discriminated union's tags), the message without
+    pydantic's "Value error, ". `input` and `ctx` are dropped; a union's unknown tag is named by its
+    discriminator field and the supported tags, never by the value sent."""
     problems = []
     for error in list(errors)[:MAX_PROBLEMS]:
-        loc = [str(part) for part in error.get("loc", ())]
+        loc = list(error.get("loc", ()))
+        if loc and loc[0] == "body" and body is not _NO_BODY:
+            loc = loc[:1] + _without_union_tags(loc[1:], body)
+        ctx = error.get("ctx") or {}
+        kind = error.get("type")
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            discriminator = str(ctx.get("discriminator", "")).strip("'") or "type"
+            loc = [*loc, discriminator]
+        loc = [str(part) for part in loc]
         if loc and loc[0] in LOCATIONS:
             loc = loc[1:] if len(loc) > 1 else loc
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        ctx = error.get("ctx") or {}
+        if kind == "union_tag_invalid":
+            message = f"unknown {loc[-1]}; supported {loc[-1]}s: {_tags(ctx)}"
+        elif kind == "union_tag_not_found":
+            message = "Field required"
         if error.get("type") in ("too_short", "too_long"):
             # pydantic adds the rejected value's length ("..., not 5"): of a password, that is a hint.
             bound = ctx.get("min_length") if error["type"] == "too_short" else ctx.get("max_length")
