@@ -1,5 +1,7 @@
 """ITCare dialect: /itcare/databases/postgresql, over the same service layer and cluster ids as /v1.
 
+PATCH is a union on `operation` (one body model per operation, with its options).
+
 Fields with no meaning on self-managed hosts (serviceId, networkId, area, az, trigram, cloudId,
 ...) are accepted and kept on the cluster record. The admin user that `admPassword` is for is
 named `admin`, a tenant admin (see dbaas.postgresql.admin: CREATEDB, CREATEROLE only from PostgreSQL 16).
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, status
 from fastapi.responses import JSONResponse
@@ -34,30 +37,53 @@ class ItcareExtension(BaseModel):
     version: str | None = Field(default=None, max_length=32)
 
 
-class PatchOptions(BaseModel):
-    """install_extension's options (start and stop take none)."""
+class NoOptions(BaseModel):
+    """start and stop take no options."""
 
-    dbname: str | None = Field(default=None, max_length=63)
-    extensions_list: list[ItcareExtension] | None = None
-
-
-class PatchInstance(BaseModel):
-    operation: str = Field(description="start | stop | install_extension", max_length=64)
-    options: PatchOptions | None = None
+    model_config = ConfigDict(extra="forbid")
 
 
-def _install_extension(ctx: Context, actor: Account, instance_id: str, options: PatchOptions | None) -> Operation:
-    if options is None or not options.dbname or not options.extensions_list:
-        raise Invalid("options.dbname and options.extensions_list are required for install_extension",
-                      field="options")
-    extensions = [e.model_dump(exclude_none=True) for e in options.extensions_list]
-    return databases.install_extensions(ctx, actor, instance_id, options.dbname, extensions)
+class PatchStart(BaseModel):
+    """Start the instance (asynchronous, 202)."""
+
+    operation: Literal["start"]
+    options: NoOptions | None = None
 
 
-# operation -> service call (ctx, actor, instance id, options)
+class PatchStop(BaseModel):
+    """Stop the instance (asynchronous, 202)."""
+
+    operation: Literal["stop"]
+    options: NoOptions | None = None
+
+
+class InstallExtensionOptions(BaseModel):
+    dbname: str = Field(min_length=1, max_length=63, description="the database to install them in",
+                        json_schema_extra=rule(service.SQL_NAME_RE))
+    extensions_list: list[ItcareExtension] = Field(min_length=1, max_length=64)
+
+
+class PatchInstallExtension(BaseModel):
+    """Install extensions in one database of the instance (asynchronous, 202)."""
+
+    operation: Literal["install_extension"]
+    options: InstallExtensionOptions
+
+
+# The seed's PATCH body, one member per operation: /docs shows each one's options, and a body that
+# names no supported operation, or lacks its options, is a 400 before anything is looked up.
+PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension, Field(discriminator="operation")]
+
+
+def _install_extension(ctx: Context, actor: Account, instance_id: str, body: PatchInstallExtension) -> Operation:
+    extensions = [e.model_dump(exclude_none=True) for e in body.options.extensions_list]
+    return databases.install_extensions(ctx, actor, instance_id, body.options.dbname, extensions)
+
+
+# operation -> service call (ctx, actor, instance id, body)
 PATCH_OPERATIONS = {
-    "start": lambda ctx, actor, instance_id, _options: service.start(ctx, actor, instance_id),
-    "stop": lambda ctx, actor, instance_id, _options: service.stop(ctx, actor, instance_id),
+    "start": lambda ctx, actor, instance_id, _body: service.start(ctx, actor, instance_id),
+    "stop": lambda ctx, actor, instance_id, _body: service.stop(ctx, actor, instance_id),
     "install_extension": _install_extension,
 }
 ASYNC_STATUS = {ops.QUEUED: "IN_PROGRESS", ops.IN_PROGRESS: "IN_PROGRESS", ops.SUCCESS: "SUCCESS",
@@ -252,11 +278,8 @@ def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor
               responses=ITCARE.responses(400, 404, 409))
 def patch_instance(instance_id: str, body: PatchInstance, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):
-    if body.operation not in PATCH_OPERATIONS:
-        supported = ", ".join(sorted(PATCH_OPERATIONS))
-        raise Invalid(f"operation: unknown operation; supported operations: {supported}", field="operation")
     cluster = service.get_cluster(ctx, actor, instance_id)
-    operation = PATCH_OPERATIONS[body.operation](ctx, actor, instance_id, body.options)
+    operation = PATCH_OPERATIONS[body.operation](ctx, actor, instance_id, body)
     return _accepted(cluster, operation, f"{body.operation.upper()}_POSTGRESQL")
 
 

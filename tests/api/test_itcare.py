@@ -125,4 +125,4 @@ def test_databases_extensions_and_install_extension(admin, instance):
 
     bad = admin.patch(f"/itcare/databases/postgresql/{instance}",
                       json={"operation": "install_extension", "options": {"dbname": "postgres"}})
-    assert bad.status_code == 400 and bad.json()["field"] == "options"
+    assert bad.status_code == 400 and bad.json()["field"] == "options.extensions_list"
