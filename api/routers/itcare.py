@@ -1,6 +1,6 @@
 """ITCare dialect: /itcare/databases/postgresql, over the same service layer and cluster ids as /v1.
 
-PATCH is a union on `operation` (one body model per operation, with its options).
+An instance's nodes are the cluster's members (GET .../nodes); PATCH is a union on `operation`.
 
 Fields with no meaning on self-managed hosts (serviceId, networkId, area, az, trigram, cloudId,
 ...) are accepted and kept on the cluster record. The admin user that `admPassword` is for is
@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api import catalog, operations as ops
 from api.context import Context
 from api.deps import current_account, get_context
-from api.errors import Invalid
+from api.errors import Conflict, Invalid
 from api.routers.common import INT64_MAX, ITCARE, rule
 from api.services import clusters as service
-from api.services import databases
+from api.services import databases, members
 from api.services import requests as requests_service
-from api.store.models import Account, Cluster, Operation
+from api.store.models import Account, Cluster, Member, Operation
 
 # Errors (validation included) render as the seed's body: {"status", "error", "message", "field", "errors"}.
 router = APIRouter(prefix=ITCARE.prefix, tags=["itcare"], responses=ITCARE.responses(401))
@@ -242,22 +242,83 @@ def create_instance(request: CreateInstance, ctx: Context = Depends(get_context)
 def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     cluster = service.get_cluster(ctx, actor, instance_id)
     kept = cluster.dialect_fields.get("itcare", {})
-    sizing = service.SIZING_RE.match(cluster.settings.get("sizing", ""))
-    member = cluster.members[0] if cluster.members else None
-    address = ctx.hosts.address_of(member.host) if member else ""
+    cpu, ram = _sizing(cluster)
+    lead = _primary(cluster)
+    address = ctx.hosts.address_of(lead.host) if lead else ""
     last = _last_request(ctx, actor, cluster.id)
     return Instance(
         id=cluster.id, name=cluster.name, label=cluster.name,
         status=instance_status(cluster),
         version=cluster.major_version, productVersion=cluster.software_version,
         nodeCount=len(cluster.members), instanceCount=len(cluster.members), topology=cluster.topology,
-        nodeSizing=cluster.settings.get("sizing", ""), cpu=int(sizing.group(1)) if sizing else None,
-        ram=int(sizing.group(2)) if sizing else None, storage=kept.get("diskSize"), ipAddress=address,
-        url=f"postgresql://{address}:{member.port}/postgres" if member else "",
+        nodeSizing=cluster.settings.get("sizing", ""), cpu=cpu, ram=ram, storage=kept.get("diskSize"),
+        ipAddress=address, url=f"postgresql://{address}:{lead.port}/postgres" if lead else "",
         creationTime=cluster.created_at.replace(tzinfo=timezone.utc).isoformat(), creationUser=cluster.created_by,
         lastRequestId=last.id if last else None, lastRequestStatus=ASYNC_STATUS[last.state] if last else None,
         **{k: kept.get(k) for k in ("serviceId", "networkId", "area", "trigram", "allowedReplicationLag")},
     )
+
+
+def _sizing(cluster: Cluster) -> tuple[int | None, int | None]:
+    """cpu and ram (GB) of each node, from the cluster's sizing (2cpu4gb)."""
+    sizing = service.SIZING_RE.match(cluster.settings.get("sizing", ""))
+    return (int(sizing.group(1)), int(sizing.group(2))) if sizing else (None, None)
+
+
+def _primary(cluster: Cluster) -> Member | None:
+    """The member clients connect to; none once the instance is deleted (or while no member is
+    observed as primary): the instance is still shown, without an address."""
+    try:
+        return members.primary(cluster)
+    except Conflict:
+        return None
+
+
+def node_status(member: Member) -> str:
+    """ACTIVE, STOPPED, ERROR, DELETED; IN_PROGRESS while an operation changes the member's state."""
+    if member.service_state in members.TRANSITIONAL:
+        return "IN_PROGRESS"
+    return INSTANCE_STATUS.get(member.service_state, member.service_state)
+
+
+class Node(BaseModel):
+    """One member of the instance (a PostgreSQL instance on one host): the seed's node fields that
+    exist on self-managed hosts; the cloud's (area, availability zone, backup, network, patch party,
+    snapshot, storage information ...) are left out."""
+
+    id: str
+    name: str = Field(description="the PostgreSQL instance's name on its host")
+    label: str
+    status: str = Field(description="ACTIVE, STOPPED, ERROR, DELETED or IN_PROGRESS")
+    host: str = Field(description="the host's name in the inventory")
+    ipAddress: str = Field(description="the address clients connect to")
+    port: int
+    role: str = Field(description="primary, standby or replica, from the last observation")
+    cpu: int | None
+    ram: int | None = Field(description="GB")
+    storage: int | None = Field(description="GB, as asked at creation (diskSize)")
+    productVersion: str = Field(description="the server version observed on this member (else the cluster's)")
+    technology: str = "PostgreSQL"
+    resourceType: str = "POSTGRESQL"
+    parentResourceType: str = "POSTGRESQL"
+    creationTime: str
+    creationUser: str
+    serviceId: int | None = None
+
+
+@router.get("/{instance_id}/nodes", response_model=list[Node], summary="Get a PostgreSQL node informations",
+            responses=ITCARE.responses(404))
+def instance_nodes(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    cluster = service.get_cluster(ctx, actor, instance_id)
+    cpu, ram = _sizing(cluster)
+    kept = cluster.dialect_fields.get("itcare", {})
+    created = cluster.created_at.replace(tzinfo=timezone.utc).isoformat()
+    return [Node(id=m.id, name=m.name, label=m.name, status=node_status(m), host=m.host,
+                 ipAddress=ctx.hosts.address_of(m.host), port=m.port, role=m.role, cpu=cpu, ram=ram,
+                 storage=kept.get("diskSize"),
+                 productVersion=(m.observed or {}).get("server_version") or cluster.software_version,
+                 creationTime=created, creationUser=cluster.created_by, serviceId=kept.get("serviceId"))
+            for m in cluster.members]
 
 
 def _last_request(ctx: Context, actor: Account, cluster_id: str) -> Operation | None:

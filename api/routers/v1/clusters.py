@@ -33,9 +33,11 @@ def summary(cluster: Cluster) -> ClusterSummary:
 def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
     settings = cluster.settings
     instances = [
-        InstanceOut(name=m.name, host=m.host, port=m.port, role_type=m.role_type,
+        InstanceOut(name=m.name, host=m.host, port=m.port, role_type=m.role_type, role=m.role,
                     service_ip_address=ctx.hosts.address_of(m.host),
-                    service_state=m.service_state, data_directory=m.data_directory)
+                    service_state=m.service_state, data_directory=m.data_directory,
+                    server_version=(m.observed or {}).get("server_version"),
+                    in_recovery=(m.observed or {}).get("in_recovery"))
         for m in cluster.members
     ]
     return ClusterDetail(

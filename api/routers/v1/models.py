@@ -123,13 +123,18 @@ class InitConfigOptionOut(BaseModel):
 
 
 class InstanceOut(BaseModel):
-    name: str
-    host: str
+    """One member of the cluster: a PostgreSQL instance on one host."""
+
+    name: str = Field(description="the PostgreSQL instance's name on its host")
+    host: str = Field(description="the host's name in the inventory")
     port: int
     role_type: str
+    role: str = Field(description="primary, standby or replica, from the last observation")
     service_ip_address: str
     service_state: str
     data_directory: str
+    server_version: str | None = Field(description="observed on this member; null before its first observation")
+    in_recovery: bool | None = Field(description="observed on this member (a standby is in recovery)")
 
 
 class InstanceGroupOut(BaseModel):
