@@ -233,21 +233,18 @@ class Worker:
         return operation.worker_host == self.host and operation.worker_boot_id == self.boot_id
 
 
-class Executor:
-    """The in-process pool (the embedded default): `submit(operation_id)` runs the operation in a
-    worker thread of this process. The queue executor (api.engine.queue) offers the same interface
-    and runs the same `run_operation` in worker processes."""
+class PlaybookRunner:
+    """What every executor shares: running one step's playbook for an operation (`run_playbook`,
+    `count_tasks`), the guarded run of an operation (`run_guarded`), the crash helpers used at
+    start-up (`owner_alive`, `end_orphaned_jobs`, `clean_leftovers`). `Executor` below adds the
+    in-process pool; the queue executor (api.engine.queue) adds procrastinate workers."""
 
     def __init__(self, sessions: sessionmaker[Session], *, jobs_dir: Path, playbook_dir: Path,
-                 workers: int, job_timeout: int = 3600):
+                 job_timeout: int = 3600):
         self._sessions = sessions
         self._jobs_dir = jobs_dir
         self._playbook_dir = playbook_dir
         self._job_timeout = job_timeout
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgdbaas-job")
-        self._cancel: set[str] = set()
-        self._done: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
         self._task_counts: dict[tuple[str, float], int] = {}
         self._ctx = None
         self.event_signal = threading.Condition()
@@ -258,40 +255,17 @@ class Executor:
         """The service context the operations run with (built after the executor)."""
         self._ctx = ctx
 
-    # -- public interface -------------------------------------------------------------------
-    def submit(self, operation_id: str) -> None:
-        with self._lock:
-            self._done[operation_id] = threading.Event()
-        # The job is this process's from now on: a start-up elsewhere leaves it alone while we live.
-        with self._sessions.begin() as session:
-            session.execute(update(Operation).where(Operation.id == operation_id).values(**self.worker.columns()))
-        self._pool.submit(self._run_guarded, operation_id)
+    def withdraw(self, operation_id: str) -> None:
+        """A QUEUED operation was canceled in the store (it will never start: only a QUEUED
+        operation starts). Nothing more to do in-process; a queue drops its job."""
 
-    def request_cancel(self, operation_id: str) -> None:
-        with self._lock:
-            self._cancel.add(operation_id)
-
-    def wait(self, operation_id: str, timeout: float | None = None) -> bool:
-        with self._lock:
-            done = self._done.get(operation_id)
-        return True if done is None else done.wait(timeout)
-
-    def shutdown(self) -> None:
-        """Let running jobs finish (a half-done provision helps nobody); queued ones stay QUEUED
-        in the store and end as "interrupted" at the next start-up."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            waiting, self._done = list(self._done.values()), {}
-        for done in waiting:  # nobody waits forever for a job that will not run in this process
-            done.set()
-
-    # -- one operation ----------------------------------------------------------------------
-    def _run_guarded(self, operation_id: str) -> None:
+    def run_guarded(self, operation_id: str, should_cancel) -> None:
+        """`run_operation`, and the operation ends even if something here is wrong."""
         from api.engine import kinds, run  # the engine imports the services, which import this module
 
         try:
-            run.run_operation(self._ctx, operation_id, should_cancel=lambda: operation_id in self._cancel)
-        except Exception:  # the operation must end even if something here is wrong
+            run.run_operation(self._ctx, operation_id, should_cancel=should_cancel)
+        except Exception:
             log.exception("operation %s crashed", operation_id)
             with self._sessions() as session:
                 operation = session.get(Operation, operation_id)
@@ -299,13 +273,6 @@ class Executor:
             if kind_name is not None:
                 run.finish(self._ctx, operation_id, kinds.get(kind_name),
                            Outcome(status="failed", error="internal error while running the job"))
-        finally:
-            with self._lock:
-                self._cancel.discard(operation_id)
-                done = self._done.pop(operation_id, None)
-            if done:
-                done.set()
-            self._notify()
 
     def count_tasks(self, playbook: str, inventory: dict) -> int:
         """The tasks `ansible-playbook --list-tasks` lists for a playbook (imports and roles
@@ -429,9 +396,10 @@ class Executor:
         start time, this host since this boot). PostgreSQL servers are never signalled.
 
         Returns the ids of the operations none of whose processes is left. An operation owned on
-        another host is not among them: its processes cannot be seen from here (multi-node needs
-        a lease or heartbeat per worker; until then one API process per store is the supported
-        layout, and recovery does not observe such a cluster).
+        another host is not among them: its processes cannot be seen from here (in-process mode:
+        one API process per store is the supported layout, and recovery does not observe such a
+        cluster; several processes and hosts: the queue mode, whose workers' heartbeats say who
+        is alive, api.engine.queue).
         """
         jobs: dict[str, _JobProcesses] = {}
         done: set[str] = set()
@@ -494,6 +462,59 @@ class Executor:
     def _notify(self) -> None:
         with self.event_signal:
             self.event_signal.notify_all()
+
+
+class Executor(PlaybookRunner):
+    """The in-process pool (the embedded default): `submit(operation_id)` runs the operation in a
+    worker thread of this process. The queue executor (api.engine.queue) offers the same interface
+    and runs the same `run_operation` in worker processes."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, jobs_dir: Path, playbook_dir: Path,
+                 workers: int, job_timeout: int = 3600):
+        super().__init__(sessions, jobs_dir=jobs_dir, playbook_dir=playbook_dir, job_timeout=job_timeout)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgdbaas-job")
+        self._cancel: set[str] = set()
+        self._done: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # -- public interface -------------------------------------------------------------------
+    def submit(self, operation_id: str) -> None:
+        with self._lock:
+            self._done[operation_id] = threading.Event()
+        # The job is this process's from now on: a start-up elsewhere leaves it alone while we live.
+        with self._sessions.begin() as session:
+            session.execute(update(Operation).where(Operation.id == operation_id).values(**self.worker.columns()))
+        self._pool.submit(self._run_guarded, operation_id)
+
+    def request_cancel(self, operation_id: str) -> None:
+        with self._lock:
+            self._cancel.add(operation_id)
+
+    def wait(self, operation_id: str, timeout: float | None = None) -> bool:
+        with self._lock:
+            done = self._done.get(operation_id)
+        return True if done is None else done.wait(timeout)
+
+    def shutdown(self) -> None:
+        """Let running jobs finish (a half-done provision helps nobody); queued ones stay QUEUED
+        in the store and end as "interrupted" at the next start-up."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            waiting, self._done = list(self._done.values()), {}
+        for done in waiting:  # nobody waits forever for a job that will not run in this process
+            done.set()
+
+    # -- one operation ----------------------------------------------------------------------
+    def _run_guarded(self, operation_id: str) -> None:
+        try:
+            self.run_guarded(operation_id, should_cancel=lambda: operation_id in self._cancel)
+        finally:
+            with self._lock:
+                self._cancel.discard(operation_id)
+                done = self._done.pop(operation_id, None)
+            if done:
+                done.set()
+            self._notify()
 
 
 class _JobConfig(RunnerConfig):
@@ -599,7 +620,7 @@ def _kill_group(pgid: int, members: list[int], processes: dict[int, ProcStat]) -
 class _EventRecorder:
     """ansible-runner event_handler: masks secrets, stores events, counts progress, keeps stats."""
 
-    def __init__(self, executor: Executor, operation_id: str, secrets: list[str], tasks_before: int = 0):
+    def __init__(self, executor: PlaybookRunner, operation_id: str, secrets: list[str], tasks_before: int = 0):
         self._executor = executor
         self._operation_id = operation_id
         self._secrets = secrets
