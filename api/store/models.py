@@ -130,6 +130,10 @@ class Operation(Base):
     # The job's process group (leader pid) and the leader's start time, ended after a crash.
     job_pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     job_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Queue mode (0006): the worker running the operation renews heartbeat_at (UTC) every few
+    # seconds; one left stale is ended as "interrupted" by the reaper. The procrastinate job id.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    queue_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class OperationEvent(Base):
