@@ -23,18 +23,28 @@ from api.routers.common import declare_400_not_422, dialect_of, validation_probl
 from api.security import load_cipher
 from api.services import accounts, clusters, requests
 from api.settings import Settings
-from api.store import make_engine, migrate, session_factory
+from api.store import STARTUP_LOCK, advisory_lock, make_engine, migrate, session_factory
 from api.store.models import Account, Cluster, Operation
 
 log = logging.getLogger("pgdbaas")
 
 
-def build_context(settings: Settings) -> Context:
+def build_context(settings: Settings, role: str = "api") -> Context:
+    """The store (migrated), the executor of PGDBAAS_EXECUTOR and the rest. `role`: "api" (an
+    HTTP process) or "worker" (`python -m api worker`, queue mode)."""
+    if problem := settings.startup_problem():
+        raise RuntimeError(problem)
+    queue_mode = settings.executor == "queue"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.store_url)
+    migrate(settings.store_url, queue_schema=queue_mode)
     sessions = session_factory(make_engine(settings.store_url))
-    executor = Executor(sessions, jobs_dir=settings.jobs_dir, playbook_dir=settings.playbook_dir,
-                        workers=settings.workers)
+    if queue_mode:
+        from api.engine.queue import QueueExecutor
+
+        executor = QueueExecutor(sessions, settings=settings, role=role)
+    else:
+        executor = Executor(sessions, jobs_dir=settings.jobs_dir, playbook_dir=settings.playbook_dir,
+                            workers=settings.workers)
     ctx = Context(settings=settings, sessions=sessions, executor=executor,
                   hosts=HostPool(settings.inventory, settings.host_group),
                   cipher=load_cipher(settings.secret_key, settings.data_dir))
@@ -75,6 +85,17 @@ def boot_agent_instance(ctx: Context) -> Operation | None:
         return None
 
 
+def start_up(ctx: Context) -> None:
+    """The start-up duties (first admin, crash recovery, the agent's boot), one API process of
+    the store at a time: several may start at once on one PostgreSQL store."""
+    with advisory_lock(ctx.sessions.kw["bind"], STARTUP_LOCK):
+        accounts.ensure_admin(ctx)
+        interrupted = requests.recover(ctx)
+        if interrupted:
+            log.warning("%d request(s) were interrupted by a restart", len(interrupted))
+        boot_agent_instance(ctx)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -82,11 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         ctx = await run_in_threadpool(build_context, settings)
         app.state.context = ctx
-        await run_in_threadpool(accounts.ensure_admin, ctx)
-        interrupted = await run_in_threadpool(requests.recover, ctx)
-        if interrupted:
-            log.warning("%d request(s) were interrupted by a restart", len(interrupted))
-        await run_in_threadpool(boot_agent_instance, ctx)
+        await run_in_threadpool(start_up, ctx)
         try:
             yield
         finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,8 +23,15 @@ class Settings(BaseSettings):
     host_group: str = "pgdbaas_hosts"
     # Ports handed to new instances, inclusive, checked free in the store and on the host.
     port_range: str = "54320-54999"
-    # Concurrent ansible-runner jobs.
+    # Concurrent ansible-runner jobs (of the API process in-process, of each worker in queue mode).
     workers: int = Field(default=4, ge=1, le=64)
+    # Who runs the jobs: "inprocess" (a thread pool of the API process, the embedded default) or
+    # "queue" (procrastinate on the PostgreSQL store: `python -m api` serves HTTP only and every
+    # `python -m api worker` runs jobs; any number of each).
+    executor: Literal["inprocess", "queue"] = "inprocess"
+    # Queue mode: a running operation whose worker has not renewed its heartbeat for this long is
+    # ended as ERROR "interrupted" (heartbeats every 5 s; the reaper looks every 10 s).
+    heartbeat_timeout: float = Field(default=30, ge=10, le=3600)
     # How long a synchronous call (agent facade, DBaaS) waits for its operation before it answers
     # 504 with the request to poll.
     sync_timeout: float = Field(default=900, gt=0, le=86400)
@@ -79,3 +87,19 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    def startup_problem(self) -> str | None:
+        """Why this configuration cannot start, said plainly (checked before anything is touched)."""
+        if self.executor != "queue":
+            return None
+        if not self.database_url.startswith("postgresql"):
+            return ("PGDBAAS_EXECUTOR=queue needs the PostgreSQL store: set PGDBAAS_DATABASE_URL to "
+                    "postgresql+psycopg://user:password@host:port/database (the same for every API and worker process)")
+        if not self.secret_key and not self.key_file.is_file():
+            return (f"PGDBAAS_EXECUTOR=queue needs the key every API and worker process shares: set "
+                    f"PGDBAAS_SECRET_KEY (e.g. from `python -m api secret-key`) or put that key in {self.key_file}")
+        return None

@@ -28,7 +28,8 @@ def get_request(ctx: Context, actor: Account, request_id: str) -> Operation:
 
 
 def wait(ctx: Context, actor: Account, request_id: str, timeout: float | None = None) -> Operation:
-    """Block until the request ends (synchronous dialects: agent, DBaaS) and return it."""
+    """Block until the request ends (synchronous dialects: agent, DBaaS) and return it: the
+    in-process pool signals its end, the queue executor reads the store (any worker's job)."""
     ctx.executor.wait(request_id, timeout)
     return get_request(ctx, actor, request_id)
 
@@ -85,7 +86,11 @@ def cancel(ctx: Context, actor: Account, request_id: str) -> Operation:
                 cluster.service_state = clusters.ERROR
         else:
             operation.cancel_requested = True
-    if not queued:
+    # Whichever process runs the job (this one, or a queue worker) learns it from the executor or
+    # the store's flag; a queue drops a canceled job that has not started.
+    if queued:
+        ctx.executor.withdraw(request_id)
+    else:
         ctx.executor.request_cancel(request_id)
     return operation
 
@@ -93,13 +98,16 @@ def cancel(ctx: Context, actor: Account, request_id: str) -> Operation:
 def recover(ctx: Context) -> list[str]:
     """At start-up, what a dead API process left: its unfinished operations end as ERROR
     "interrupted" and their clusters are observed again, but only once their jobs' processes are
-    provably gone; leftover secrets files go and job directories are scrubbed.
+    provably gone; leftover secrets files go and job directories are scrubbed. (Queue mode:
+    `recover_queue`, by heartbeats.)
 
     An operation whose owner (another API process on this host) is alive is left to it. One on
-    another host ends as "interrupted" too (one API per store is the supported layout), but its
+    another host ends as "interrupted" too (in-process mode: one API per store), but its
     processes cannot be checked from here: its cluster is set to ERROR, not observed, until a
     sync-state says more.
     """
+    if ctx.settings.executor == "queue":
+        return recover_queue(ctx)
     executor = ctx.executor
     with ctx.sessions() as session:
         unfinished = list(session.scalars(select(Operation).where(Operation.state.in_((ops.QUEUED, ops.IN_PROGRESS)))))
@@ -132,8 +140,17 @@ def recover(ctx: Context) -> list[str]:
                 cluster.service_state = clusters.ERROR
                 for member in cluster.members:
                     member.service_state = clusters.ERROR
-        actors = {o.cluster_id: o.actor_id for o in stale}
-    for cluster_id in sorted({o.cluster_id for o in stale if o.cluster_id} - unsure):
+    observe_again(ctx, [o for o in stale if o.cluster_id not in unsure])
+    for cluster_id in sorted(unsure):
+        log.warning("cluster %s not observed: a job of another host may still run on it", cluster_id)
+    return [o.id for o in stale]
+
+
+def observe_again(ctx: Context, interrupted: list[Operation]) -> None:
+    """An `observe` request for each cluster of these interrupted operations, so its state is read,
+    not guessed (as the cluster's owner; skipped for a cluster that a live job holds)."""
+    actors = {o.cluster_id: o.actor_id for o in interrupted}
+    for cluster_id in sorted({o.cluster_id for o in interrupted if o.cluster_id}):
         with ctx.sessions() as session:
             cluster = session.get(Cluster, cluster_id)
             actor = session.get(Account, cluster.owner_id) if cluster else None
@@ -145,6 +162,55 @@ def recover(ctx: Context) -> list[str]:
             clusters.observe(ctx, actor, cluster_id)
         except ServiceError as exc:  # e.g. a live API process holds it
             log.warning("cluster %s not observed: %s", cluster_id, exc.message)
-    for cluster_id in sorted(unsure):
-        log.warning("cluster %s not observed: a job of another host may still run on it", cluster_id)
-    return [o.id for o in stale]
+
+
+def reap_stale(ctx: Context) -> list[Operation]:
+    """Queue mode: every running operation whose worker has not renewed its heartbeat for
+    PGDBAAS_HEARTBEAT_TIMEOUT ends as ERROR "interrupted" and frees its cluster (never by age: a
+    long job that beats is alive). The jobs' processes die with their worker (the job guard); any
+    left on this host are ended first, and a cluster where one survives is set to ERROR and not
+    observed. Nothing on another host is signalled. Returns the interrupted operations whose
+    clusters are to be observed (`observe_again`). Several reapers at once are harmless: each
+    operation is ended under its row lock, by one of them."""
+    from api.engine import queue
+
+    executor = ctx.executor
+    timeout = ctx.settings.heartbeat_timeout
+    with ctx.sessions() as session:
+        candidates = list(session.scalars(select(Operation).where(queue.stale(timeout))))
+    local = [o for o in candidates if executor.worker.same_boot(o)]
+    ended = executor.end_orphaned_jobs(local) if local else set()
+    local_ids = {o.id for o in local}
+    reaped: list[Operation] = []
+    with ctx.sessions.begin() as session:
+        for candidate in candidates:
+            operation = session.scalar(select(Operation).where(Operation.id == candidate.id, queue.stale(timeout))
+                                       .with_for_update())
+            if operation is None:
+                continue  # it beat again, or ended, meanwhile
+            log.warning("request %s was interrupted: its worker %s (pid %s) sent no heartbeat for %s s",
+                        operation.id, operation.worker_host, operation.worker_pid, timeout)
+            ops.finish(session, operation, ops.ERROR, error="interrupted")
+            if candidate.id in local_ids and candidate.id not in ended:
+                cluster = session.get(Cluster, operation.cluster_id) if operation.cluster_id else None
+                if cluster is not None and cluster.service_state != clusters.TERMINATED:
+                    log.warning("cluster %s not observed: a process of request %s survived", cluster.id, operation.id)
+                    cluster.service_state = clusters.ERROR
+                    for member in cluster.members:
+                        member.service_state = clusters.ERROR
+                continue
+            reaped.append(operation)
+        # No lock outlives its operation (a crash between two writes of an older version).
+        session.execute(update(Cluster).where(Cluster.active_operation_id.in_(
+            select(Operation.id).where(Operation.state.in_(ops.FINAL_STATES)))).values(active_operation_id=None))
+    return reaped
+
+
+def recover_queue(ctx: Context) -> list[str]:
+    """Queue mode, at an API's start: operations of live workers (their heartbeats are fresh) and
+    QUEUED ones (their jobs wait in the queue) are left alone; stale ones are reaped and their
+    clusters observed; this data directory's leftover secrets go."""
+    reaped = reap_stale(ctx)
+    observe_again(ctx, reaped)
+    ctx.executor.clean_stray_secrets(everything=True)
+    return [o.id for o in reaped]

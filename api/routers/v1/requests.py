@@ -1,6 +1,7 @@
 """/v1/requests: the async request of every mutating call, its events (SSE while it runs), cancel."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, Depends, Request
@@ -16,6 +17,7 @@ from api.services import requests as service
 from api.store.models import Account, Operation
 
 router = APIRouter(prefix="/requests", tags=["requests"])
+STORE_POLL = 0.5  # seconds between two reads of the store by an event stream in queue mode
 
 
 def render(operation: Operation) -> RequestState:
@@ -81,8 +83,12 @@ async def request_events(request: Request, request_id: str, ctx: Context = Depen
                 return
             if await request.is_disconnected():
                 return
-            # Wake on the executor's signal (a new event or a finished job), at most every second.
-            await run_in_threadpool(_wait_signal, ctx, 1.0)
+            if getattr(ctx.executor, "local_events", True):
+                # Wake on the executor's signal (a new event or a finished job), at most every second.
+                await run_in_threadpool(_wait_signal, ctx, 1.0)
+            else:
+                # Queue mode: the job runs in a worker process; its events reach us through the store.
+                await asyncio.sleep(STORE_POLL)
             batch = await run_in_threadpool(service.events, ctx, actor, request_id, last)
 
     return StreamingResponse(stream(), media_type="text/event-stream")
