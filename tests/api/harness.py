@@ -28,9 +28,9 @@ def free_tcp_port() -> int:
 
 class ApiServer:
     def __init__(self, data_dir: Path, *, port_range: str, admin_password: str = "Admin-Pass-123",
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, listen_port: int | None = None):
         self.data_dir = data_dir
-        self.listen_port = free_tcp_port()
+        self.listen_port = listen_port or free_tcp_port()
         self.admin = ("admin", admin_password)
         self.log_path = data_dir / "server.log"
         self.env = {
@@ -44,10 +44,16 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.listen_port}"
 
     def start(self, timeout: float = 60) -> None:
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "api"], cwd=REPO, env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -76,6 +82,62 @@ class ApiServer:
 
     def client(self, auth=None, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=auth if auth is not None else self.admin, timeout=120, **kwargs)
+
+
+class WorkerProcess:
+    """A queue worker (`python -m api worker`, PGDBAAS_EXECUTOR=queue) of a PostgreSQL store."""
+
+    READY = "pgdbaas worker ready"
+
+    def __init__(self, data_dir: Path, *, extra_env: dict, workers: int = 2):
+        self.data_dir = data_dir
+        self.log_path = data_dir / "worker.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PGDBAAS_")},
+            "PGDBAAS_DATA_DIR": str(data_dir), "PGDBAAS_EXECUTOR": "queue", "PGDBAAS_WORKERS": str(workers),
+            **extra_env,
+        }
+        self.process: subprocess.Popen | None = None
+        self._log_start = 0
+
+    def launch(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self._log_start = log.tell()  # a restart appends: only what this process wrote counts
+        self.process = subprocess.Popen([sys.executable, "-m", "api", "worker"], cwd=REPO, env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                if self.READY.encode() in log.read():
+                    return
+            time.sleep(0.1)  # readiness poll of a starting process
+        raise RuntimeError("worker did not become ready")
+
+    def start(self, timeout: float = 60) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def kill(self) -> None:
+        """Crash: SIGKILL the worker process alone (its jobs must die with it)."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM: the worker lets its running jobs finish, then exits; SIGKILL of its group after 120 s."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
 def wait_request(client: httpx.Client, request_id: str, timeout: float = 240) -> dict:
