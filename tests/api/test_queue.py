@@ -346,6 +346,11 @@ def test_a_killed_worker_leaves_its_request_interrupted_within_60_s(deployment):
         deployment.workers[deployment.workers.index(worker)] = again
         again.start()
         assert not secrets_file.exists()
+        # No password is anywhere in the processes' data directories and logs, nor the store's log.
+        leaks = subprocess.run(["grep", "-rlaF", "-e", "App-Secret-Pw-1", "-e", ADMIN_PASSWORD, str(deployment.root),
+                                f"/var/log/postgresql/postgresql-15-{STORE_INSTANCE}.log"],
+                               capture_output=True, text=True).stdout.split()
+        assert leaks == []
         response = admin.delete(f"/v1/clusters/{cluster_id}")
         assert response.status_code == 202, response.text
         assert wait_request(admin, response.json()["request_id"])["state"] == "SUCCESS"
