@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 
 import psycopg
 import pytest
@@ -24,22 +25,40 @@ def create(admin, created, name: str, **kwargs) -> tuple[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def running(server):
-    """One cluster shared by the lifecycle tests of this module."""
+def life(server):
+    """One cluster shared by the lifecycle tests of this module: its id, its create request, and
+    the cluster as the API showed it right after that request ended."""
     with server.client() as admin:
         names: list = []
         cluster_id, request = create(admin, names, "tapi-life")
         assert request["state"] == "SUCCESS", request
-        yield cluster_id
+        yield {"id": cluster_id, "create": request, "after_create": admin.get(f"/v1/clusters/{cluster_id}").json()}
         wait_request(admin, admin.delete(f"/v1/clusters/{cluster_id}").json()["request_id"])
+
+
+@pytest.fixture
+def running(admin, life):
+    """The shared cluster, RUNNING and idle, whatever an earlier test left it in (stopped, or a
+    request still under way)."""
+    cluster_id = life["id"]
+    cluster = admin.get(f"/v1/clusters/{cluster_id}").json()
+    if cluster["active_request_id"]:
+        wait_request(admin, cluster["active_request_id"])
+        cluster = admin.get(f"/v1/clusters/{cluster_id}").json()
+    if cluster["service_state"] == "STOPPED":
+        started = wait_request(admin, admin.post(f"/v1/clusters/{cluster_id}/start").json()["request_id"])
+        assert started["state"] == "SUCCESS", started
+        cluster = admin.get(f"/v1/clusters/{cluster_id}").json()
+    assert cluster["service_state"] == "RUNNING" and cluster["active_request_id"] is None, cluster
+    return cluster_id
 
 
 def port_of(admin, cluster_id: str) -> int:
     return admin.get(f"/v1/clusters/{cluster_id}").json()["instance_groups"][0]["instances"][0]["port"]
 
 
-def test_create_then_initial_user_logs_into_initial_database(admin, running):
-    cluster = admin.get(f"/v1/clusters/{running}").json()
+def test_create_then_initial_user_logs_into_initial_database(admin, life, running):
+    cluster = life["after_create"]  # the state the create left, not one a later test set
     assert cluster["service_state"] == "RUNNING"
     assert cluster["init_config_option"]["database_name"] == "appdb"
     instance = cluster["instance_groups"][0]["instances"][0]
@@ -54,10 +73,12 @@ def test_create_then_initial_user_logs_into_initial_database(admin, running):
         login(instance["port"], "appuser", "wrong-password", "appdb")
 
 
-def test_request_reports_operation_progress_and_times(admin, running):
-    rows = admin.get("/v1/requests", params={"cluster_id": running, "state": "SUCCESS"}).json()["contents"]
-    create_request = [r for r in rows if r["operation"] == "create"][0]
-    assert create_request["cluster_id"] == running
+def test_request_reports_operation_progress_and_times(admin, life):
+    rows = admin.get("/v1/requests", params={"cluster_id": life["id"], "state": "SUCCESS", "size": 1000}).json()
+    create_request = [r for r in rows["contents"] if r["operation"] == "create"]
+    assert [r["request_id"] for r in create_request] == [life["create"]["request_id"]]
+    create_request = create_request[0]
+    assert create_request["cluster_id"] == life["id"]
     assert create_request["started_at"] and create_request["finished_at"]
     assert create_request["progress"]["tasks_done"] > 0
     events = admin.get(f"/v1/requests/{create_request['request_id']}/events").json()
@@ -187,21 +208,33 @@ def test_terminate_removes_instance_and_frees_the_name(admin, created):
 
 def test_events_stream_live_while_the_job_runs(admin, running):
     request_id = admin.post(f"/v1/clusters/{running}/restart").json()["request_id"]
-    events, end = [], None
+    events, end, live = [], None, []
     with admin.stream("GET", f"/v1/requests/{request_id}/events", headers={"Accept": "text/event-stream"}) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
+        # The stream has read what it replays before its headers: any event after these came live.
+        replayed = max((e["id"] for e in admin.get(f"/v1/requests/{request_id}/events").json()), default=0)
         kind = None
         for line in stream.iter_lines():
             if line.startswith("event: "):
                 kind = line.removeprefix("event: ")
             elif line.startswith("data: "):
                 if kind == "end":
-                    end = line
+                    end = json.loads(line.removeprefix("data: "))
                     break
-                events.append(line)
-    assert end is not None and "SUCCESS" in end
-    assert any("playbook_on_task_start" in e for e in events) and any("runner_on_ok" in e for e in events)
-    ids = [int(e.split('"id":')[1].split(",")[0]) for e in events]
+                event = json.loads(line.removeprefix("data: "))
+                events.append(event)
+                if not live and event["id"] > replayed and event["event"] == "playbook_on_task_start":
+                    # The request as a client sees it the moment this task's start reached the stream.
+                    live.append((event, admin.get(f"/v1/requests/{request_id}").json()))
+    assert end == {"state": "SUCCESS"}
+    assert live, f"no task started after the stream opened: {events}"
+    [(event, request)] = live
+    assert request["state"] == "IN_PROGRESS", f"event {event} arrived only once the job was over: {request}"
+    assert [e for e in events if e["id"] > event["id"] and e["event"] == "playbook_on_task_start"], \
+        "tasks still ran after the live event"
+    kinds = {e["event"] for e in events}
+    assert {"playbook_on_task_start", "runner_on_ok"} <= kinds
+    ids = [e["id"] for e in events]
     assert ids == sorted(ids) and len(ids) == len(set(ids))
 
 

@@ -20,6 +20,18 @@ def refused(port, user, password, dbname) -> bool:
     return False
 
 
+def refusal(port, user, password, dbname) -> str:
+    """Why the server refuses this login (the test fails if it is accepted)."""
+    try:
+        login(port, user, password, dbname).close()
+    except psycopg.OperationalError as exc:
+        return str(exc)
+    raise AssertionError(f"{user} logged into {dbname}")
+
+
+BAD_PASSWORD = 'password authentication failed for user "{}"'
+
+
 def ok(admin, response) -> dict:
     assert response.status_code == 202, response.text
     request = wait_request(admin, response.json()["request_id"])
@@ -93,9 +105,19 @@ def test_destroy_database(admin, cluster):
     cluster_id, port = cluster
     ok(admin, admin.post(f"/v1/clusters/{cluster_id}/databases",
                          json={"name": "doomed", "owner": "u_doomed", "owner_password": "Doomed-pass-1"}))
+    # Before the drop the credential is good: appdb (which outlives the drop) turns it away for
+    # CONNECT only, not for its password.
+    assert BAD_PASSWORD.format("u_doomed") not in refusal(port, "u_doomed", "Doomed-pass-1", "appdb")
     session = login(port, "u_doomed", "Doomed-pass-1", "doomed")
+    assert session.execute("select current_database()").fetchone() == ("doomed",)
     ok(admin, admin.delete(f"/v1/clusters/{cluster_id}/databases/doomed"))
-    assert session.closed or refused(port, "u_doomed", "Doomed-pass-1", "doomed")
+    # Its open session was ended by the drop: the next statement on it fails.
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("select 1")
+    assert session.closed
+    # Its credential is refused for itself (its role is gone), not only because its database is.
+    assert BAD_PASSWORD.format("u_doomed") in refusal(port, "u_doomed", "Doomed-pass-1", "appdb")
+    assert BAD_PASSWORD.format("u_doomed") in refusal(port, "u_doomed", "Doomed-pass-1", "doomed")
     assert "doomed" not in {d["name"] for d in admin.get(f"/v1/clusters/{cluster_id}/databases").json()}
     assert admin.delete(f"/v1/clusters/{cluster_id}/databases/doomed").status_code == 404
 

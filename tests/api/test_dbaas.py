@@ -6,6 +6,8 @@ import re
 import psycopg
 import pytest
 
+from tests.api.harness import wait_request
+
 DATABASE_KEYS = {"_links", "id", "name", "endpoint", "plan", "environment", "project", "quarantine_dt",
                  "total_size_in_bytes", "used_size_in_bytes", "credentials"}
 
@@ -36,6 +38,22 @@ def database(server):
                 break
 
 
+@pytest.fixture(scope="module")
+def second_database(server, database):
+    """A second database record (on the first one's cluster, through /v1: no second provision),
+    so that a listing has more than one page of one. It goes with that cluster."""
+    with server.client() as admin:
+        (cluster,) = [c for c in admin.get("/v1/clusters", params={"name": database["name"], "size": 1000})
+                      .json()["contents"] if c["name"] == database["name"] and c["service_state"] != "TERMINATED"]
+        response = admin.post(f"/v1/clusters/{cluster['id']}/databases", json={
+            "name": "tdbaas_more", "owner": "u_tdbaas_more", "owner_password": "More-pass-12345"})
+        assert response.status_code == 202, response.text
+        assert wait_request(admin, response.json()["request_id"])["state"] == "SUCCESS"
+        endpoint = database["endpoint"].rsplit("/", 1)[0] + "/tdbaas_more"
+        return next(d for d in admin.get("/api/database/", params={"page_size": 1000}).json()["database"]
+                    if d["endpoint"] == endpoint)
+
+
 def test_create_database_example(server, database):
     assert set(database) == DATABASE_KEYS
     assert database["name"] == "test_database2"
@@ -49,7 +67,7 @@ def test_create_database_example(server, database):
     assert len(database["credentials"]) == 1 and database["credentials"][0].startswith(f"{server.url}/api/credential/")
 
 
-def test_list_and_get_database_examples(server, admin, database):
+def test_list_and_get_database_examples(server, admin, database, second_database):
     listing = admin.get("/api/database/").json()
     assert set(listing) == {"_links", "database"}
     assert set(listing["_links"]) == {"count", "self", "previous", "next"}
@@ -58,9 +76,15 @@ def test_list_and_get_database_examples(server, admin, database):
     one = admin.get(f"/api/database/{database['id']}/").json()
     assert set(one) == DATABASE_KEYS and one["name"] == "test_database2"
     paged = admin.get("/api/database/", params={"page_size": 1}).json()
+    assert paged["_links"]["count"] == listing["_links"]["count"] >= 2
     assert len(paged["database"]) == 1 and paged["_links"]["previous"] is None
-    if paged["_links"]["count"] > 1:
-        assert "page=2" in paged["_links"]["next"]
+    next_link = paged["_links"]["next"]
+    assert next_link and "page=2" in next_link and "page_size=1" in next_link
+    following = admin.get(next_link.replace(server.url, "")).json()
+    assert len(following["database"]) == 1 and following["database"][0]["id"] != paged["database"][0]["id"]
+    assert "page=1" in following["_links"]["previous"]
+    every = admin.get("/api/database/", params={"page_size": 1000}).json()["database"]
+    assert {database["id"], second_database["id"]} <= {d["id"] for d in every}
 
 
 def test_default_credential_and_credential_examples(server, admin, database):

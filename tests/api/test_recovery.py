@@ -195,8 +195,25 @@ def test_kill_9_of_the_api_mid_provision_leaves_no_secret_and_no_process(tmp_pat
                              ["instance_groups"][0]["instances"][0]["name"])
                 requests[name] = (response.json()["request_id"], cluster_id)
             jobs = {name: running_job(api, admin, request_id) for name, (request_id, _) in requests.items()}
-        for found in jobs.values():
-            track(tracked, found)
+            for found in jobs.values():
+                track(tracked, found)
+            # The second job is frozen at its first task, its leader included: it never creates its
+            # instance, and it cannot act when the API dies, so it survives the crash and the next
+            # start-up must end it.
+            leaders = {name: leader_group(found, api.process.pid) for name, found in jobs.items()}
+            frozen_pgid = leaders["tcrash2"]
+            freezer.freeze([frozen_pgid, *jobs["tcrash2"]])
+            frozen = [pid for pid in jobs["tcrash2"] if alive(pid)]
+            assert frozen_pgid in frozen and any(is_ansible_playbook(pid) for pid in frozen)
+            # The first job is let run until its instance is up: the crash then leaves one instance
+            # running and one never made, two states that recovery must each observe, not guess.
+            first_request = requests["tcrash1"][0]
+            poll(lambda: ("runner_on_ok", "Start the instance") in
+                 {(e["event"], e["task"]) for e in admin.get(f"/v1/requests/{first_request}/events").json()},
+                 120, "the first job starts its instance")
+            assert admin.get(f"/v1/requests/{first_request}").json()["state"] == "IN_PROGRESS", "ended too soon"
+            jobs["tcrash1"] = {**jobs["tcrash1"], **job_processes(api.data_dir, first_request)}
+            track(tracked, jobs["tcrash1"])
         secrets = [ADMIN_PASSWORD, *passwords.values()]
         api_environment = [key for key in api.env if key.startswith("PGDBAAS_")]
 
@@ -218,14 +235,6 @@ def test_kill_9_of_the_api_mid_provision_leaves_no_secret_and_no_process(tmp_pat
             assert not [key for key in api_environment if key.encode() in environ], pid
             assert ADMIN_PASSWORD.encode() not in environ
 
-        # The second job is frozen, its leader included: it cannot act when the API dies, so the
-        # job survives the crash and the next start-up must end it.
-        leaders = {name: leader_group(found, api.process.pid) for name, found in jobs.items()}
-        frozen_pgid = leaders["tcrash2"]
-        freezer.freeze([frozen_pgid, *jobs["tcrash2"]])
-        frozen = [pid for pid in jobs["tcrash2"] if alive(pid)]
-        assert frozen_pgid in frozen and any(is_ansible_playbook(pid) for pid in frozen)
-
         api_pid = api.process.pid
         os.kill(api_pid, signal.SIGKILL)  # the API alone, not its process group
         api.process.wait()
@@ -235,6 +244,9 @@ def test_kill_9_of_the_api_mid_provision_leaves_no_secret_and_no_process(tmp_pat
              and not job_processes(api.data_dir, requests["tcrash1"][0]), 20,
              "the first job's processes outlive the API")
         assert all(alive(pid) for pid in frozen), "the frozen job should still be there before the restart"
+        # What the crash left on the host: nothing acts on it any more (one job dead, one frozen).
+        on_host = {name: host_state(name) for name in names}
+        assert on_host == {names[0]: "RUNNING", names[1]: "ERROR"}, on_host
 
         api.start()
         # Recovery ended the frozen job before it served anything, observing included.
@@ -258,12 +270,15 @@ def test_kill_9_of_the_api_mid_provision_leaves_no_secret_and_no_process(tmp_pat
             for (request_id, cluster_id), name in zip(requests.values(), names):
                 request = admin.get(f"/v1/requests/{request_id}").json()
                 assert request["state"] == "ERROR" and request["message"] == "interrupted"
-                # The cluster is observed again rather than guessed, once: its state is the host's.
+                # The cluster is observed again rather than guessed, once: its state is the host's,
+                # RUNNING for the first (an interrupted create alone would say ERROR), ERROR (no
+                # instance) for the second.
                 observe = [r for r in admin.get("/v1/requests", params={"cluster_id": cluster_id}).json()["contents"]
                            if r["operation"] == "observe"]
                 assert len(observe) == 1
                 assert wait_request(admin, observe[0]["request_id"])["state"] == "SUCCESS"
-                assert admin.get(f"/v1/clusters/{cluster_id}").json()["service_state"] == host_state(name)
+                assert admin.get(f"/v1/clusters/{cluster_id}").json()["service_state"] == on_host[name] \
+                    == host_state(name)
                 # And it accepts new operations.
                 response = admin.delete(f"/v1/clusters/{cluster_id}")
                 assert response.status_code == 202, response.text

@@ -132,6 +132,14 @@ def test_no_password_anywhere_across_every_path_and_a_kill_9(tmp_path):
             failed = [r for r in admin.get("/v1/requests", params={"cluster_id": agent_id, "state": "ERROR"})
                       .json()["contents"] if r["operation"] == "create_admin"]
             assert len(failed) == 1, "the second create_admin ran its job and failed"
+            # It failed in the admin module, the task handed AGENT_AGAIN (the input check before it,
+            # which requires the password, passed): the job ran carrying the secret.
+            assert failed[0]["message"] == "The user already exists", failed[0]
+            outcomes = [(e["event"], e["task"]) for e in
+                        admin.get(f"/v1/requests/{failed[0]['request_id']}/events").json()
+                        if e["event"] in ("runner_on_ok", "runner_on_failed")]
+            assert ("runner_on_ok", "Check the admin inputs") in outcomes, outcomes
+            assert [task for event, task in outcomes if event == "runner_on_failed"] == ["Create the admin user"]
 
             # Weak passwords are refused before any job, and never echoed.
             weak = admin.post(f"/v1/clusters/{cluster_id}/users", json={"name": "tleak_weak", "database": "appdb",
