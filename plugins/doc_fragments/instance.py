@@ -31,10 +31,19 @@ options:
         such as C(conf.d/*.conf), then C(postgresql.auto.conf); the last value wins),
         falling back to C(5432).
     type: int
-notes:
-  - The instance is located through the Debian multi-instance layout of C(postgresql-common), with its
-    configuration in C(/etc/postgresql/<version>/<cluster>/), data in the directory named by
-    C(data_directory) (normally C(/var/lib/postgresql/<version>/<cluster>)).
+  controller:
+    description:
+      - The instance controller that locates the instance and acts on its server
+        (C(plugins/module_utils/instance.py), which also tells how a Patroni controller slots in).
+      - V(debian) is the Debian multi-instance layout of C(postgresql-common) (C(pg_createcluster)), with its
+        configuration in C(/etc/postgresql/<version>/<cluster>/), data in the directory named by
+        C(data_directory) (normally C(/var/lib/postgresql/<version>/<cluster>)), servers run with
+        C(pg_ctl) as the instance owner, or with C(systemctl) on C(postgresql@<version>-<cluster>) under systemd.
+      - The playbooks set it from C(pg_controller) (default V(debian)) for every module of the action
+        group C(dbaas.postgresql.instance).
+    type: str
+    default: debian
+    choices: [debian]
 '''
 
     # Connecting to the instance as a database role.
@@ -66,4 +75,8 @@ options:
     default: 10
 requirements:
   - psycopg >= 3.1
+notes:
+  - Every connection the module opens resolves names in the catalog only (C(search_path) is
+    C(pg_catalog, pg_temp)), so that functions and operators a tenant creates in its schemas never
+    run in the module's superuser sessions.
 '''

@@ -136,6 +136,10 @@ queries:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.instance import (
+    instance_argument_spec,
+    instance_controller,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     Executor,
     alter_password,
@@ -144,8 +148,6 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     connect,
     ensure_psycopg,
     error_text,
-    instance_argument_spec,
-    locate_instance,
     login_argument_spec,
     psycopg,
     scram_secret_matches,
@@ -281,7 +283,7 @@ def main():
     ensure_psycopg(module)
     check_object_name(module, 'user', module.params['user'])
     check_password(module, module.params['password'])
-    inst = locate_instance(module)
+    inst = instance_controller(module).instance
 
     with connect(module, inst) as conn:
         db = Executor(conn, module.check_mode)

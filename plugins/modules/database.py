@@ -157,14 +157,16 @@ queries:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.instance import (
+    instance_argument_spec,
+    instance_controller,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     Executor,
     check_object_name,
     connect,
     ensure_psycopg,
     error_text,
-    instance_argument_spec,
-    locate_instance,
     login_argument_spec,
     psycopg,
     sql,
@@ -298,7 +300,7 @@ def main():
     ensure_psycopg(module)
     for option in ('name', 'owner', 'template'):
         check_object_name(module, option, module.params[option])
-    inst = locate_instance(module)
+    inst = instance_controller(module).instance
     state = module.params['state']
 
     with connect(module, inst) as conn:

@@ -21,13 +21,18 @@ description:
   - An extension that needs a library in C(shared_preload_libraries) (C(pg_cron), C(pgaudit),
     C(pg_stat_statements), ...) gets it added to the configured list, keeping the existing entries
     (C(ALTER SYSTEM SET shared_preload_libraries)); C(pg_cron) also gets C(cron.database_name) set to
-    O(database) (the one database of the instance where it runs its jobs). When the running server
-    has not loaded the library, or runs with another value of such a setting, the instance is
-    restarted (C(pg_ctl restart -m fast), as M(dbaas.postgresql.service) does), which ends every
-    session, once for all the extensions of the task.
-  - Then C(CREATE EXTENSION IF NOT EXISTS ... CASCADE) (which creates the extensions it requires),
-    with C(VERSION) when O(extension_version) is given; an extension installed at another version than
-    O(extension_version) is updated (C(ALTER EXTENSION ... UPDATE TO)).
+    O(database) (the one database of the instance where it runs its jobs).
+  - The module never restarts the instance. When the running server has not loaded such a library, or
+    runs with another value of such a setting, the extension is not created yet - its library loads
+    only when the server starts - and is reported with RV(extensions[].state=pending_restart); the
+    module then returns RV(pending_restart=true). Restart the instance once for all of them with
+    M(dbaas.postgresql.service) (O(dbaas.postgresql.service#module:state=restarted)) and run this module
+    again with the same options, which creates them (what the playbook C(install_extension.yml) does).
+  - Then C(CREATE EXTENSION IF NOT EXISTS ... WITH SCHEMA ... CASCADE) (which creates the extensions it
+    requires), with C(VERSION) when O(extension_version) is given; an extension installed at another
+    version than O(extension_version) is updated (C(ALTER EXTENSION ... UPDATE TO)). The schema is the one
+    the extension's control file fixes (C(plpgsql), C(pg_cron) - C(pg_catalog)), else O(schema); the
+    statement always names it, since the module's sessions resolve names in C(pg_catalog) only.
   - V(absent) drops the extensions (C(DROP EXTENSION)); their libraries stay in
     C(shared_preload_libraries).
   - Extensions that would give a tenant the server's files, programs or network position are denied
@@ -69,17 +74,19 @@ options:
       - When omitted, V(present) when O(name) is given, V(listed) otherwise.
     type: str
     choices: [present, absent, listed]
+  schema:
+    description:
+      - With O(state=present), the schema a new extension is created in (it must exist), unless the
+        extension's control file fixes its schema, which is then used. The extensions C(CASCADE) creates
+        go there too (or to the schema their control file fixes).
+    type: str
+    default: public
   cascade:
     description:
       - With O(state=absent), also drop the objects that depend on the extensions (C(DROP EXTENSION
         ... CASCADE)). Without it, an extension other objects depend on is not dropped (the module fails).
     type: bool
     default: false
-  timeout:
-    description:
-      - Seconds to wait for the instance to restart (C(pg_ctl -t)).
-    type: int
-    default: 60
   allow_untrusted:
     description:
       - Create (V(present)) or report as installable (V(listed)) the denied extensions described above.
@@ -93,7 +100,7 @@ extends_documentation_fragment:
   - dbaas.postgresql.instance.login
 attributes:
   check_mode:
-    description: Reports what would change, the statements that would run and whether the instance would restart.
+    description: Reports what would change, the statements that would run and whether a restart would be pending.
     support: full
   diff_mode:
     support: none
@@ -104,7 +111,7 @@ notes:
     C(apt-cache policy) call for all the packages of interest; the owner of other installed extensions
     with one C(dpkg-query -S) call. Without these programs the catalog extensions that are not
     installed are left out.
-  - Run as root (the restart runs C(pg_ctl) as the owner of the instance).
+  - Run as root, or as an OS user that O(login_user) may log in as (the library files are checked on the host).
 author:
   - pgdbaas contributors (!UNKNOWN)
 '''
@@ -131,11 +138,25 @@ EXAMPLES = r'''
     update_cache: true
     cache_valid_time: 3600
 
-- name: Create pg_cron and pg_trgm in app (restarts the instance to preload pg_cron)
+- name: Create pg_trgm in app; configure the preloading of pg_cron (created after the restart)
   dbaas.postgresql.extension:
     cluster: tenant1
     database: app
     name: [pg_cron, pg_trgm]
+  register: created
+
+- name: Restart the instance to load pg_cron
+  dbaas.postgresql.service:
+    cluster: tenant1
+    state: restarted
+  when: created.pending_restart
+
+- name: Create pg_cron
+  dbaas.postgresql.extension:
+    cluster: tenant1
+    database: app
+    name: [pg_cron, pg_trgm]
+  when: created.pending_restart
 
 - name: Update hstore to a given version
   dbaas.postgresql.extension:
@@ -177,7 +198,7 @@ extensions:
       type: str
     requires_restart:
       description:
-        - (listed) Whether creating it needs a restart of the instance now, because the running server has
+        - (listed) Whether creating it needs a restart of the instance first, because the running server has
           not loaded its C(preload_library).
       type: bool
     package:
@@ -202,7 +223,13 @@ extensions:
       description: (present, absent) The database.
       type: str
     state:
-      description: (present, absent) State of the extension afterwards (in check mode, would be).
+      description:
+        - (present, absent) State of the extension afterwards (in check mode, would be).
+        - V(pending_restart) when it waits for a restart of the instance (see RV(pending_restart)).
+      type: str
+      choices: [present, absent, pending_restart]
+    schema:
+      description: (present) Schema it is created in (null when not created).
       type: str
     version:
       description: (present, absent) Version created afterwards (null when absent or, in check mode, not created yet).
@@ -219,8 +246,8 @@ extensions:
     dropped:
       description: (absent) Whether it was dropped.
       type: bool
-    restarted:
-      description: (present) Whether the instance was restarted for this extension.
+    pending_restart:
+      description: (present) Whether it waits for a restart of the instance to load its C(preload_library).
       type: bool
   sample:
     - name: pg_cron
@@ -245,8 +272,10 @@ database:
   returned: always
   type: str
   sample: app
-restarted:
-  description: Whether the instance was restarted (would be, in check mode).
+pending_restart:
+  description:
+    - Whether extensions of O(name) wait for a restart of the instance (RV(extensions[].state=pending_restart)).
+      Restart it with M(dbaas.postgresql.service) and run the module again.
   returned: always
   type: bool
   sample: false
@@ -258,13 +287,7 @@ queries:
   sample:
     - ALTER SYSTEM SET shared_preload_libraries = 'pg_cron'
     - ALTER SYSTEM SET "cron"."database_name" = 'app'
-    - CREATE EXTENSION IF NOT EXISTS "pg_cron" CASCADE
-commands:
-  description: Commands run (the restart; in check mode, none).
-  returned: always
-  type: list
-  elements: str
-  sample: ["/usr/lib/postgresql/15/bin/pg_ctl restart -D /etc/postgresql/15/tenant1 -w -t 60 -m fast -l /var/log/postgresql/postgresql-15-tenant1.log"]
+    - CREATE EXTENSION IF NOT EXISTS "pg_trgm" WITH SCHEMA "public" CASCADE
 '''
 
 import os
@@ -281,16 +304,16 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.extensions import
     parse_dpkg_search,
     split_list,
 )
+from ansible_collections.dbaas.postgresql.plugins.module_utils.instance import (
+    instance_argument_spec,
+    instance_controller,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
-    BIN_ROOT,
     Executor,
-    change_run_state,
     check_object_name,
     connect,
     ensure_psycopg,
     error_text,
-    instance_argument_spec,
-    locate_instance,
     login_argument_spec,
     psycopg,
     sql,
@@ -300,7 +323,15 @@ AVAILABLE = """
 SELECT a.name, a.default_version, a.installed_version, a.comment
 FROM pg_available_extensions a ORDER BY a.name
 """
-INSTALLED = "SELECT extversion AS version FROM pg_extension WHERE extname = %s"
+INSTALLED = """
+SELECT e.extversion AS version, n.nspname AS schema
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = %s
+"""
+# The schema the control file fixes for the version CREATE EXTENSION installs (null: relocatable).
+CONTROL_SCHEMA = """
+SELECT v.schema FROM pg_available_extension_versions v JOIN pg_available_extensions a ON a.name = v.name
+WHERE v.name = %(name)s AND v.version = coalesce(%(version)s, a.default_version)
+"""
 REQUIRES = "SELECT name, requires FROM pg_available_extension_versions WHERE requires IS NOT NULL"
 NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$')
 
@@ -394,21 +425,22 @@ def listed(module, inst, db):
             preload_library=preload, requires_restart=bool(preload) and preload not in running,
             package=package, package_installed=installed, link=info.get('link'),
             reason=None if installable else denied or unavailable_reason(name, package, policy)))
-    return dict(extensions=extensions, restarted=False, commands=[])
+    return dict(extensions=extensions)
 
 
 def plan_preload(module, inst, db, names):
-    """ALTER SYSTEM statements the extensions need, and whether the server must restart.
+    """ALTER SYSTEM statements the extensions need, and which of them wait for a restart.
 
-    Returns (statements, restart_for) where restart_for is the set of names needing the restart.
+    Returns (statements, waiting) where waiting is the set of names whose library (or setting) the
+    running server has not loaded: they can be created only once it restarted.
     """
     database = module.params['database']
-    pkglibdir = server_dir(db, inst, 'PKGLIBDIR', os.path.join(BIN_ROOT, inst.version, 'lib'))
+    pkglibdir = server_dir(db, inst, 'PKGLIBDIR', os.path.join(os.path.dirname(inst.bindir), 'lib'))
     configured = split_list(inst.settings.get('shared_preload_libraries', ''))
     running = split_list(db.row("SELECT current_setting('shared_preload_libraries') AS v")['v'])
     merged = list(configured)
     settings = {}
-    restart_for = set()
+    waiting = set()
     for name in names:
         info = describe(name, inst.version) or {}
         library = info.get('preload_library')
@@ -420,14 +452,14 @@ def plan_preload(module, inst, db, names):
         if library not in merged:
             merged.append(library)
         if library not in running:
-            restart_for.add(name)
+            waiting.add(name)
         for setting, value in info.get('settings', {}).items():
             value = database if value is DATABASE else value
             check_single_database(module, inst, db, name, setting, value)
             settings[setting] = value
             current = db.row("SELECT current_setting(%s, true) AS v", (setting,))['v']
             if current != value:
-                restart_for.add(name)
+                waiting.add(name)
 
     statements = []  # (statement, setting it needs defined in the session)
     if merged != configured:
@@ -437,7 +469,7 @@ def plan_preload(module, inst, db, names):
         if inst.settings.get(setting.lower()) != value:
             statements.append((sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(*setting.split('.')),
                                                                           sql.Literal(value)), (setting, value)))
-    return statements, restart_for
+    return statements, waiting
 
 
 def check_single_database(module, inst, db, name, setting, value):
@@ -474,7 +506,7 @@ def present(module, inst, db, queries, result):
                           (names[0], version)) is None:
         module.fail_json(msg='extension "%s" has no version %s on instance %s' % (names[0], version, inst.name),
                          queries=queries, **result)
-    statements, restart_for = plan_preload(module, inst, db, names)
+    statements, waiting = plan_preload(module, inst, db, names)
 
     for statement, placeholder in statements:
         if placeholder:
@@ -482,31 +514,25 @@ def present(module, inst, db, queries, result):
             # not loaded yet (cron.database_name) once the session defines it as a placeholder.
             db.row("SELECT set_config(%s, %s, false)", placeholder)
         db.run(statement)
-    if restart_for:
-        result['restarted'] = True
-        if not module.check_mode:
-            db.conn.close()
-            result['changed'] = True
-            change_run_state(module, inst, 'restart', result, timeout=params['timeout'])
-            result.pop('accepting_connections', None)
-            db = Executor(connect(module, inst, params['database']), queries=queries)
-            loaded = split_list(db.row("SELECT current_setting('shared_preload_libraries') AS v")['v'])
-            missing = [describe(n, inst.version)['preload_library'] for n in sorted(restart_for)]
-            missing = [library for library in missing if library not in loaded]
-            if missing:
-                module.fail_json(msg='instance %s restarted without loading %s' % (inst.name, ', '.join(missing)),
-                                 queries=queries, **result)
+    result['pending_restart'] = bool(waiting)
 
     extensions = []
     for name in names:
         row = db.row(INSTALLED, (name,))
         before = row['version'] if row else None
         ident = sql.Identifier(name)
-        entry = dict(name=name, database=params['database'], state='present', previous_version=before,
-                     created=False, updated=False, restarted=name in restart_for,
+        entry = dict(name=name, database=params['database'], state='present', schema=row and row['schema'],
+                     previous_version=before, version=before, created=False, updated=False,
+                     pending_restart=name in waiting,
                      preload_library=(describe(name, inst.version) or {}).get('preload_library'))
+        extensions.append(entry)
+        if name in waiting:  # its library loads when the server starts: created after the restart
+            entry['state'] = 'pending_restart'
+            continue
         if before is None:
-            statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(ident)
+            control = db.row(CONTROL_SCHEMA, dict(name=name, version=version))
+            schema = (control and control['schema']) or params['schema']
+            statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}").format(ident, sql.Identifier(schema))
             if version:
                 statement += sql.SQL(" VERSION {}").format(sql.Literal(version))
             db.run(statement + sql.SQL(" CASCADE"))
@@ -515,10 +541,8 @@ def present(module, inst, db, queries, result):
             db.run(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(ident, sql.Literal(version)))
             entry['updated'] = True
         row = db.row(INSTALLED, (name,))
-        entry['version'] = row['version'] if row else None
-        extensions.append(entry)
+        entry.update(version=row['version'] if row else None, schema=row['schema'] if row else None)
     result['extensions'] = extensions
-    return db
 
 
 def absent(module, db):
@@ -533,7 +557,7 @@ def absent(module, db):
             db.run(statement + sql.SQL(" CASCADE") if params['cascade'] else statement)
             entry['dropped'] = True
         extensions.append(entry)
-    return dict(extensions=extensions, restarted=False, commands=[])
+    return dict(extensions=extensions)
 
 
 def main():
@@ -544,8 +568,8 @@ def main():
         name=dict(type='list', elements='str'),
         extension_version=dict(type='str'),
         state=dict(type='str', choices=['present', 'absent', 'listed']),
+        schema=dict(type='str', default='public'),
         cascade=dict(type='bool', default=False),
-        timeout=dict(type='int', default=60),
         allow_untrusted=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -553,6 +577,7 @@ def main():
     params = module.params
     state = params['state'] or ('present' if params['name'] else 'listed')
     check_object_name(module, 'database', params['database'])
+    check_object_name(module, 'schema', params['schema'])
     for name in params['name'] or []:
         if not NAME_RE.match(name):
             module.fail_json(msg='extension name %r is not valid' % name)
@@ -560,18 +585,17 @@ def main():
         module.fail_json(msg='name is required with state=%s' % state)
     if params['extension_version'] is not None and (state != 'present' or len(params['name']) != 1):
         module.fail_json(msg='extension_version needs state=present and a single name')
-    inst = locate_instance(module)
+    inst = instance_controller(module).instance
 
     queries = []
-    result = dict(changed=False, state=state, database=params['database'], restarted=False, commands=[],
-                  extensions=[])
+    result = dict(changed=False, state=state, database=params['database'], pending_restart=False, extensions=[])
     conn = connect(module, inst, params['database'])
     db = Executor(conn, module.check_mode, queries)
     try:
         if state == 'listed':
             result.update(listed(module, inst, db))
         elif state == 'present':
-            db = present(module, inst, db, queries, result)
+            present(module, inst, db, queries, result)
         else:
             result.update(absent(module, db))
     except psycopg.Error as exc:
@@ -579,7 +603,7 @@ def main():
                          queries=queries, **result)
     finally:
         db.conn.close()
-    result['changed'] = bool(queries) or bool(result['commands']) or result['restarted']
+    result['changed'] = bool(queries)
     module.exit_json(queries=queries, **result)
 
 

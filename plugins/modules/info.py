@@ -95,6 +95,20 @@ in_recovery:
   returned: when the instance exists
   type: bool
   sample: false
+pending_restart:
+  description:
+    - Whether settings of the running server wait for a restart (written to its configuration files or
+      with C(ALTER SYSTEM), applied only when it starts; what RDS calls pending-reboot). Restart with
+      M(dbaas.postgresql.service). False when the instance is stopped.
+  returned: when the instance exists
+  type: bool
+  sample: false
+pending_restart_settings:
+  description: Names of those settings (empty when the instance is stopped).
+  returned: when the instance exists
+  type: list
+  elements: str
+  sample: [shared_preload_libraries]
 databases:
   description: Databases that are not templates (empty when the instance is stopped).
   returned: when the instance exists
@@ -151,14 +165,15 @@ roles:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.instance import (
+    instance_argument_spec,
+    instance_controller,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     Executor,
     connect,
     ensure_psycopg,
     error_text,
-    instance_argument_spec,
-    instance_state,
-    locate_instance,
     login_argument_spec,
     psycopg,
 )
@@ -203,7 +218,8 @@ def binary_version(module, inst):
     return words[2] if rc == 0 and len(words) > 2 else None
 
 
-def running_facts(module, inst):
+def running_facts(module, ctl):
+    inst = ctl.instance
     with connect(module, inst) as conn:
         db = Executor(conn)
         server = db.row("SELECT current_setting('server_version_num')::int AS num, "
@@ -211,6 +227,7 @@ def running_facts(module, inst):
                         "pg_is_in_recovery() AS in_recovery")
         all_databases = db.rows(DATABASES)
         roles = db.rows(ROLES)
+        pending = ctl.pending_restart(db)
     databases = []
     for row in all_databases:
         if row['is_template']:
@@ -223,7 +240,7 @@ def running_facts(module, inst):
                               size_bytes=row['size_bytes'], extensions=extensions))
     return dict(server_version=version_text(server['num']), data_directory=server['data_directory'],
                 in_recovery=server['in_recovery'], size_bytes=sum(r['size_bytes'] for r in all_databases),
-                databases=databases, roles=roles)
+                databases=databases, roles=roles, pending_restart=bool(pending), pending_restart_settings=pending)
 
 
 def stopped_facts(module, inst):
@@ -231,7 +248,8 @@ def stopped_facts(module, inst):
     return dict(server_version=binary_version(module, inst), data_directory=datadir,
                 in_recovery=any(os.path.exists(os.path.join(datadir, name))
                                 for name in ('standby.signal', 'recovery.signal')),
-                size_bytes=directory_size(datadir), databases=[], roles=[])
+                size_bytes=directory_size(datadir), databases=[], roles=[], pending_restart=False,
+                pending_restart_settings=[])
 
 
 def main():
@@ -239,12 +257,12 @@ def main():
     argument_spec.update(login_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     ensure_psycopg(module)
-    inst = locate_instance(module)
-
-    state = instance_state(inst)
+    ctl = instance_controller(module)
+    inst = ctl.instance
+    state = ctl.status()
     result = dict(changed=False, exists=True, state=state, **inst.facts())
     try:
-        result.update(running_facts(module, inst) if state == 'started' else stopped_facts(module, inst))
+        result.update(running_facts(module, ctl) if state == 'started' else stopped_facts(module, inst))
     except psycopg.Error as exc:
         module.fail_json(msg='Reading instance %s failed: %s' % (inst.name, error_text(exc)), **result)
     module.exit_json(**result)

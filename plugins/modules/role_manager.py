@@ -98,14 +98,16 @@ queries:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.instance import (
+    instance_argument_spec,
+    instance_controller,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     Executor,
     check_object_name,
     connect,
     ensure_psycopg,
     error_text,
-    instance_argument_spec,
-    locate_instance,
     login_argument_spec,
     psycopg,
 )
@@ -121,7 +123,7 @@ def main():
     databases = module.params['databases']
     for name in databases:
         check_object_name(module, 'databases', name)
-    inst = locate_instance(module)
+    inst = instance_controller(module).instance
 
     queries = []
     for index, dbname in enumerate(databases):

@@ -194,6 +194,10 @@ queries:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dbaas.postgresql.plugins.module_utils.instance import (
+    instance_argument_spec,
+    instance_controller,
+)
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     Executor,
     alter_password,
@@ -202,8 +206,6 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     connect,
     ensure_psycopg,
     error_text,
-    instance_argument_spec,
-    locate_instance,
     login_argument_spec,
     psycopg,
     scram_secret_matches,
@@ -389,7 +391,7 @@ def main():
         check_object_name(module, option, params[option])
     if params['state'] == 'present':
         check_password(module, params['password'])
-    inst = locate_instance(module)
+    inst = instance_controller(module).instance
 
     queries = []
     result = dict(name=params['name'], database=params['database'], state=params['state'], created=False,

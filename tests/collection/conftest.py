@@ -3,7 +3,8 @@
 """Fixtures of the dbaas.postgresql module tests.
 
 Modules run for real, through ansible-playbook, against real PostgreSQL instances that the
-fixtures create with pg_createcluster (names tmod*, ports 55400-55499) and drop afterwards.
+fixtures create with pg_createcluster (names tmod*, ports 55400-55499 and 56700-56799) and drop
+afterwards.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class PlaybookRun:
         self.rc = rc
         self.results = data.get('results', [])
         self.stats = data.get('stats', {}).get('localhost', {})
-        self.report = data.get('custom', {}).get('_run', {}).get('pgdbaas', {}).get('hosts', {}).get('localhost', {})
+        self.hosts = data.get('custom', {}).get('_run', {}).get('pgdbaas', {}).get('hosts', {})
+        self.report = self.hosts.get('localhost', {})
         self.raw = raw
 
     @property
@@ -276,7 +278,7 @@ def make_instance():
     created = []
 
     def make(cluster, port, settings=None):
-        assert cluster.startswith('tmod') and 55400 <= port <= 55499
+        assert cluster.startswith('tmod') and (55400 <= port <= 55499 or 56700 <= port <= 56799)
         inst = PgInstance(cluster, port)
         created.append(inst)
         inst.create(settings)

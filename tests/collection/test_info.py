@@ -35,6 +35,8 @@ def test_running_instance(run_module, inst):
     assert re.fullmatch(r'15\.\d+', result['server_version'])
     assert result['data_directory'] == str(inst.data_dir)
     assert result['in_recovery'] is False
+    # port is set twice (postgresql.conf, then conf.d): the last value is the running one.
+    assert result['pending_restart'] is False and result['pending_restart_settings'] == []
 
     databases = {db['name']: db for db in result['databases']}
     assert set(databases) == {'postgres', 'app'}  # templates are not listed
@@ -70,6 +72,7 @@ def test_stopped_instance(run_module, inst):
         assert re.fullmatch(r'15\.\d+', result['server_version'])
         assert result['databases'] == [] and result['roles'] == []
         assert result['in_recovery'] is False
+        assert result['pending_restart'] is False  # a stopped server applies its configuration when it starts
         assert not inst.running()  # info never starts anything
     finally:
         inst.start()

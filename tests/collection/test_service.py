@@ -105,12 +105,31 @@ def test_reload_running_instance(run_module, inst):
         (inst.conf_dir / 'conf.d' / 'tmod-reload.conf').unlink()
 
 
+def test_reload_reports_the_settings_a_restart_applies(run_module, inst):
+    inst.start()
+    pid = inst.postmaster_pid()
+    inst.write_conf('tmod-pending.conf', {'max_connections': '37', 'work_mem': '9MB'})
+    try:
+        reloaded = service(run_module, inst, 'reloaded')
+        assert reloaded['pending_restart'] is True and reloaded['pending_restart_settings'] == ['max_connections']
+        assert inst.postmaster_pid() == pid and session_setting(inst, 'max_connections') == '100'
+        restarted = service(run_module, inst, 'restarted')
+        assert restarted['pending_restart'] is False and restarted['pending_restart_settings'] == []
+        assert inst.postmaster_pid() != pid and session_setting(inst, 'max_connections') == '37'
+    finally:
+        (inst.conf_dir / 'conf.d' / 'tmod-pending.conf').unlink()
+        inst.stop()
+        inst.start()
+    assert service(run_module, inst, 'started')['pending_restart'] is False
+
+
 def test_stop_running_instance(run_module, inst):
     inst.start()
     result = service(run_module, inst, 'stopped')
     assert result['changed'] is True
     assert result['state'] == 'stopped'
     assert result['accepting_connections'] is False
+    assert result['pending_restart'] is False and result['pending_restart_settings'] == []
     assert not inst.running() and not accepts_connections(inst)
 
 

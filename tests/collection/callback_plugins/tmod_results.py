@@ -35,6 +35,7 @@ class CallbackModule(CallbackBase):
         record['failed'] = status == 'failed'
         record['_status'] = status
         record['_task'] = result.task_name
+        record['_host'] = result._host.get_name()
         self.results.append(record)
 
     def v2_runner_on_ok(self, result):
