@@ -57,6 +57,7 @@ test: deps lint sanity molecule pytest
 bench: deps
 	$(PY) bench/ansible_vs_raw.py
 	$(PY) bench/api_bench.py
+	$(PY) bench/queue_bench.py
 
 clean:
 	rm -rf .stamps ansible_collections
