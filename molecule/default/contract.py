@@ -18,14 +18,16 @@ CHECKS = 0
 WORKDIR = tempfile.TemporaryDirectory(prefix="tmol-runner-")  # noqa: SIM115 - removed at exit
 
 
-def run(op, inventory=None, **extra):
-    """Run playbooks/<op>.yml; return (status, changed tasks, pgdbaas, failure messages)."""
+def run(op, inventory=None, without=(), **extra):
+    """Run playbooks/<op>.yml with BASE (but the keys of without) and extra as extra-vars; return
+    (status, changed tasks, pgdbaas, failure messages)."""
+    extravars = {key: value for key, value in {**BASE, **extra}.items() if key not in without}
     result = ansible_runner.run(
         private_data_dir=tempfile.mkdtemp(dir=WORKDIR.name),
         project_dir=str(ROOT),
         playbook=str(ROOT / "playbooks" / f"{op}.yml"),
         inventory=inventory or str(ROOT / "inventories" / "local"),
-        extravars={**BASE, **extra},
+        extravars=extravars,
         envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
         quiet=True,
     )
@@ -58,6 +60,8 @@ check("status reports the running instance",
       and inst.get("version") == "15" and inst.get("exists") is True, inst)
 check("status lists the database owned by the admin",
       [d["owner"] for d in inst.get("databases", []) if d["name"] == db] == [admin], inst.get("databases"))
+check("status reports no setting pending a restart",
+      inst.get("pending_restart") is False and inst.get("pending_restart_settings") == [], inst)
 check("the result holds no ansible internals",
       not {"changed", "failed", "invocation", "failed_when_result"} & set(inst), sorted(inst))
 
@@ -92,6 +96,13 @@ check("... and the instance is still there", instance(out).get("state") == "star
 status, changed, out, failures = run("status", pg_cluster="tmol_absent")
 check("status of an absent instance reports exists=false",
       status == "successful" and instance(out).get("exists") is False, (status, instance(out)))
+
+member = {"all": {"children": {"pgdbaas_hosts": {"hosts": {
+    "localhost": {**LOCAL, "pg_cluster": cluster, "pg_port": BASE["pg_port"]}}}}}}
+status, changed, out, failures = run("restart", inventory=member, without=("pg_cluster", "pg_port"))
+seen = (status, changed, instance(out).get("cluster"), instance(out).get("state"))
+check("restart of the instance the inventory's host variables name (no pg_cluster extra-var)",
+      seen == ("successful", 1, cluster, "started"), (seen, failures))
 
 two_hosts = {"all": {"children": {"pgdbaas_hosts": {"hosts": {"localhost": LOCAL, "otherhost": LOCAL}}}}}
 status, changed, out, failures = run("status", inventory=two_hosts)
