@@ -3,6 +3,7 @@ SQLite: the embedded default) and (b) the queue mode (2 API + 2 worker processes
 the same 4 job slots, on a PostgreSQL store made here with pg_createcluster).
 
 For each mode:
+  (s) one restart at a time, POST to SUCCESS, median of 5 (what the mode adds to one job);
   (r) 20 clusters restarted at once (20 restarts, each its own request), wall time from the first
       POST to the last SUCCESS, and each restart's POST-to-SUCCESS time; two rounds;
   (l) POST /v1/clusters -> 202 at 50 concurrent clients (each cancels its request at once; in (b)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,18 @@ def restarts(apis: list[ApiServer], cluster_ids: list[str]) -> dict:
     return {"rounds": rounds}
 
 
+def single(apis: list[ApiServer], cluster_id: str, runs: int = 5) -> dict:
+    """One restart at a time (median of 5): what a mode adds to one job, without the queueing."""
+    samples = []
+    with apis[-1].client() as client:
+        for _ in range(runs):
+            began = time.perf_counter()
+            assert wait(client, client.post(f"/v1/clusters/{cluster_id}/restart").json()["request_id"])[
+                "state"] == "SUCCESS"
+            samples.append(time.perf_counter() - began)
+    return {"median_s": statistics.median(samples), "load": os.getloadavg()[0]}
+
+
 def latency(apis: list[ApiServer], prefix: str) -> dict:
     for api in apis:  # the first Basic login of each process pays scrypt once
         with api.client() as client:
@@ -118,7 +132,7 @@ def latency(apis: list[ApiServer], prefix: str) -> dict:
 
 def measure(apis: list[ApiServer], prefix: str) -> dict:
     cluster_ids = provision(apis, prefix)
-    return {**restarts(apis, cluster_ids), "latency": latency(apis, prefix)}
+    return {"single": single(apis, cluster_ids[0]), **restarts(apis, cluster_ids), "latency": latency(apis, prefix)}
 
 
 def drop(prefix: str) -> None:
@@ -177,6 +191,8 @@ def main() -> None:
                    "(b) queue, 2 API + 2 workers x 2, PostgreSQL": queue(Path(tmp))}
     for mode, result in results.items():
         print(mode)
+        print(f"  (s) one restart at a time, POST to SUCCESS: median of 5 {result['single']['median_s']:.2f} s "
+              f"(load average {result['single']['load']:.1f})")
         for index, r in enumerate(result["rounds"], 1):
             print(f"  (r) round {index}: {CLUSTERS} restarts at once in {r['wall_s']:.1f} s "
                   f"(each, POST to SUCCESS: p50 {r['p50_s']:.1f} s, max {r['max_s']:.1f} s; running: p50 "
