@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -204,3 +206,20 @@ def assert_no_server_files_or_programs(conn) -> None:
     assert conn.execute("SELECT count(*) FROM pg_roles g WHERE pg_has_role(current_user, g.oid, 'MEMBER') "
                         "AND (g.rolname = ANY(%s) OR g.rolsuper OR g.rolname = 'pgdbaas_role_manager')",
                         (list(FILE_AND_PROGRAM_ROLES),)).fetchone() == (0,)
+
+
+@contextmanager
+def postgres_store(instance: str, port: int, password: str) -> Iterator[str]:
+    """A PostgreSQL instance holding the API's own store (the production setting): its DSN,
+    dropped afterwards."""
+    drop_instance(instance)
+    subprocess.run(["pg_createcluster", "15", instance, "--port", str(port), "--start", "--",
+                    "--auth-local=trust", "--auth-host=trust"], check=True, capture_output=True)
+    try:
+        with psycopg.connect(host="/var/run/postgresql", port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"create role pgdbaas login password '{password}'")
+            conn.execute("create database pgdbaas owner pgdbaas")
+        yield f"postgresql+psycopg://pgdbaas:{password}@127.0.0.1:{port}/pgdbaas"
+    finally:
+        drop_instance(instance)

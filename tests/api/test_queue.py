@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.api.harness import REPO, ApiServer, WorkerProcess, cluster_body, drop_instance, wait_request, wait_state
+from tests.api.harness import (REPO, ApiServer, WorkerProcess, cluster_body, drop_instance, postgres_store, wait_request,
+                               wait_state)
 
 STORE_PORT, API_PORTS, EXTRA_API_PORT, PORTS = 56800, (56801, 56802), 56803, "56804-56819"
 STORE_INSTANCE = "tq-store"
@@ -86,17 +87,8 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def store_dsn():
-    drop_instance(STORE_INSTANCE)
-    subprocess.run(["pg_createcluster", "15", STORE_INSTANCE, "--port", str(STORE_PORT), "--start", "--",
-                    "--auth-local=trust", "--auth-host=trust"], check=True, capture_output=True)
-    try:
-        with psycopg.connect(host="/var/run/postgresql", port=STORE_PORT, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            conn.execute("create role pgdbaas login password 'queue-store-pass'")
-            conn.execute("create database pgdbaas owner pgdbaas")
-        yield f"postgresql+psycopg://pgdbaas:queue-store-pass@127.0.0.1:{STORE_PORT}/pgdbaas"
-    finally:
-        drop_instance(STORE_INSTANCE)
+    with postgres_store(STORE_INSTANCE, STORE_PORT, "queue-store-pass") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")

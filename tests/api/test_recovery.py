@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request, wait_state
+from tests.api.harness import ApiServer, cluster_body, drop_instance, postgres_store, wait_request, wait_state
 
 CRASH_PORTS, CANCEL_PORTS, STORE_PORTS, STORE_PORT = "56400-56419", "56420-56429", "56430-56438", 56439
 ADMIN_PASSWORD = "Crash-Admin-Pw-5x"
@@ -324,20 +324,10 @@ def test_cancel_a_running_request(cancel_api):
 
 
 @pytest.fixture
-def store_dsn(tmp_path):
+def store_dsn():
     """A PostgreSQL instance holding the API's own store (the production setting)."""
-    name = "tcrash-store"
-    drop_instance(name)
-    subprocess.run(["pg_createcluster", "15", name, "--port", str(STORE_PORT), "--start", "--",
-                    "--auth-local=trust", "--auth-host=trust"], check=True, capture_output=True)
-    try:
-        with psycopg.connect(host="/var/run/postgresql", port=STORE_PORT, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            conn.execute("create role pgdbaas login password 'store-pass'")
-            conn.execute("create database pgdbaas owner pgdbaas")
-        yield f"postgresql+psycopg://pgdbaas:store-pass@127.0.0.1:{STORE_PORT}/pgdbaas"
-    finally:
-        drop_instance(name)
+    with postgres_store("tcrash-store", STORE_PORT, "store-pass") as dsn:
+        yield dsn
 
 
 def test_postgresql_store(tmp_path, store_dsn):
