@@ -65,7 +65,11 @@ def run_operation(ctx, operation_id: str, should_cancel: Callable[[], bool]) -> 
             extravars=step.extravars, secrets={name: secrets[name] for name in step.secrets if name in secrets},
             should_cancel=should_cancel, tasks_before=done)
         with ctx.sessions.begin() as session:
-            operation = session.get(Operation, operation_id)
+            operation = session.get(Operation, operation_id, with_for_update=True)
+            if operation.state in ops.FINAL_STATES:
+                # Ended meanwhile (a reaper took this worker for dead): what it saw is stale.
+                log.warning("operation %s ended while its step %d ran: result dropped", operation_id, index)
+                return
             cluster = session.get(Cluster, operation.cluster_id) if operation.cluster_id else None
             kind.apply_step(session, operation, cluster, index, outcome)
         if not outcome.ok:
