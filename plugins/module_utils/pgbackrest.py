@@ -299,12 +299,91 @@ def read_archiver(module, ctl):
         return None
 
 
+def has_config(stanza):
+    """Whether the stanza's configuration file exists."""
+    return os.path.isfile(stanza_config_path(stanza))
+
+
 def backup_info(module, ctl, stanza, result=None, archiver=True):
-    """backup_info of stanza read now: pgBackRest's info, pg_stat_archiver (archiver=True), the stanza file."""
-    data, dummy, dummy = read_info(ctl, stanza, result=result)
+    """backup_info of stanza read now: pgBackRest's info, pg_stat_archiver (archiver=True), the stanza file.
+
+    Without the stanza's configuration file pgBackRest is not run (nor needed on the host): the
+    stanza is reported missing (status.code 1, exists False).
+    """
+    if has_config(stanza):
+        data, dummy, dummy = read_info(ctl, stanza, result=result)
+    else:
+        data = [dict(name=stanza, status=dict(code=STATUS_MISSING_STANZA_PATH,
+                                              message='missing stanza configuration %s' % stanza_config_path(stanza)))]
     row = read_archiver(module, ctl) if archiver else None
     return parse_backup_info(stanza, data, archiver=row, options=read_stanza_options(stanza),
                              instance_settings=ctl.instance.settings)
+
+
+def require_stanza(module, ctl, stanza, result, archiver=False):
+    """backup_info of stanza; fails the module (with result) unless its configuration and repository exist."""
+    if not has_config(stanza):
+        module.fail_json(msg='Instance %s has no backup configuration (%s): set backups up first '
+                         '(set_backup.yml, role dbaas.postgresql.pgbackrest)' % (ctl.instance.name,
+                                                                                 stanza_config_path(stanza)),
+                         **result)
+    info = backup_info(module, ctl, stanza, result=result, archiver=archiver)
+    if not info['exists']:
+        module.fail_json(msg='Stanza %s does not exist in its repository (%s %s): %s (code %d)'
+                         % (stanza, info['repository']['type'], info['repository']['path'],
+                            info['status']['message'], info['status']['code']), backup_info=info, **result)
+    return info
+
+
+_EXPIRED_RE = re.compile(r'repo[0-9]+: remove expired backup (\S+)')
+_ARCHIVE_RE = re.compile(r'repo[0-9]+: (\S+) remove archive, start = ([0-9A-F]+), stop = ([0-9A-F]+)')
+
+
+def parse_expire_output(text):
+    """(labels, archive) removed according to the INFO lines of `pgbackrest expire` (also with --dry-run).
+
+    labels: in the order pgBackRest names them; archive: [{archive_id, start, stop}] WAL ranges removed.
+    """
+    labels, archive = [], []
+    for line in (text or '').splitlines():
+        match = _EXPIRED_RE.search(line)
+        if match:
+            labels.append(match.group(1))
+            continue
+        match = _ARCHIVE_RE.search(line)
+        if match:
+            archive.append(dict(archive_id=match.group(1), start=match.group(2), stop=match.group(3)))
+    return labels, archive
+
+
+def warnings_of(text):
+    """The WARN messages of pgBackRest's console output (continuation lines joined)."""
+    found, current = [], None
+    for line in (text or '').splitlines():
+        match = re.search(r'(?:^|\s)WARN: (.*)$', line)
+        if match:
+            current = [match.group(1).strip()]
+            found.append(current)
+        elif current is not None and line.startswith(' ') and not re.search(r'\b(INFO|DETAIL|ERROR):', line):
+            current.append(line.strip())
+        else:
+            current = None
+    return [' '.join(parts) for parts in found]
+
+
+def dependents(backups, labels):
+    """labels plus every backup whose chain of prior backups reaches one of them (oldest first)."""
+    removed = set(labels)
+    prior = {b['label']: b['prior'] for b in backups}
+    for backup in backups:
+        chain, label = set(), backup['label']
+        while label is not None and label not in chain:
+            if label in removed:
+                removed.add(backup['label'])
+                break
+            chain.add(label)
+            label = prior.get(label)
+    return [b['label'] for b in backups if b['label'] in removed]
 
 
 def find_backup(info, label):
