@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-common postgresql-contrib \
-	locales sudo git rsync python3-apt
+	locales sudo git rsync python3-apt pgbackrest
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
