@@ -13,7 +13,7 @@ description:
     instance (C(postgres)) and returns the new backup as pgBackRest lists it.
   - The stanza (named like the instance) must exist in its repository with its configuration
     C(/etc/pgbackrest/conf.d/<cluster>.conf) (the role dbaas.postgresql.pgbackrest), and the instance must run
-    with WAL archiving to that stanza: pgBackRest waits until the WAL the backup needs is archived.
+    with WAL archiving to that stanza (pgBackRest waits until the WAL the backup needs is archived).
   - Nothing expires here (C(--no-expire-auto)); M(dbaas.postgresql.pgbackrest_expire) applies the retention.
   - A backup always changes something. Its options (compression, C(start-fast), ...) are the stanza's.
 options:
@@ -21,7 +21,7 @@ options:
     description:
       - V(full) copies every file; V(diff) what changed since the last full backup; V(incr) what changed since the
         last backup of any type.
-      - Without a prior full backup pgBackRest takes a full one instead of V(diff) or V(incr) (RV(backup.type)
+      - Without a prior full backup pgBackRest takes a full one instead of V(diff) or V(incr) (the C(type) of RV(backup)
         says which, with a warning).
     type: str
     choices: [full, diff, incr]

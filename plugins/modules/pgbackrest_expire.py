@@ -11,16 +11,16 @@ short_description: Remove pgBackRest backups or archived WAL of one PostgreSQL i
 description:
   - With O(labels), removes those backups (C(pgbackrest expire --set=<label>) for each), and with each the
     backups that depend on it (the differential and incremental backups of a full backup, the incremental
-    backups of a differential one). Every label is checked first: an unknown label, or a set of labels that
+    backups of a differential one). Every label is checked first; an unknown label, or a set of labels that
     would remove every full backup (pgBackRest keeps at least one), fails the module before anything is removed.
-  - Without O(labels), applies the stanza's retention (C(pgbackrest expire)): under time retention
+  - Without O(labels), applies the stanza's retention (C(pgbackrest expire)). Under time retention
     (C(repo1-retention-full-type=time)) the full backups older than C(repo1-retention-full) days go, except the
     newest of them (pgBackRest keeps the backups a point-in-time restore to any moment of the period
     needs); under count retention all but the newest C(repo1-retention-full) full backups go. WAL older than the
     oldest backup left goes with them.
   - With O(archive_only), removes only archived WAL, all of it except what each backup needs to be
     consistent and what follows the newest backup (C(expire) with C(repo1-retention-archive-type=incr),
-    C(repo1-retention-archive=1) and no full retention on its command line): no backup is removed, and a
+    C(repo1-retention-archive=1) and no full retention on its command line). No backup is removed, and a
     point-in-time restore then works only from the newest backup on (the API's Delete Archive Log).
   - Runs as the OS owner of the instance (C(postgres)); the stanza and its configuration must exist.
 options:

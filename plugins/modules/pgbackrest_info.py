@@ -14,7 +14,7 @@ description:
     C(/etc/pgbackrest/conf.d/<cluster>.conf), which the role dbaas.postgresql.pgbackrest writes.
   - Read-only unless O(stanza_state) or O(check) is given.
   - An instance without a stanza (no configuration file, or nothing in its repository yet) is reported
-    with RV(backup_info.exists=false), a non-zero RV(backup_info.status.code) and no backups, without
+    with RV(backup_info.exists=false), a non-zero C(code) in RV(backup_info.status) and no backups, without
     failing. Without the configuration file pgBackRest is not run at all (nor needed on the host).
   - pgBackRest runs as the OS owner of the instance (C(postgres)), never as root, like C(pg_ctl) in
     M(dbaas.postgresql.service).
@@ -32,7 +32,7 @@ options:
     choices: [present, absent]
   check:
     description:
-      - Run C(pgbackrest check) after O(stanza_state) (the instance must run): it checks the
+      - Run C(pgbackrest check) after O(stanza_state) (the instance must run). It checks the
         configuration and makes the server switch to a new WAL file and waits until pgBackRest has archived
         it, so archiving is proven to work. Failing, the module fails with pgBackRest's reason.
       - A verification, not a change (RV(checked)); skipped in check mode.
