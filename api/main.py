@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import Context
 from api.deps import current_account
+from api.engine.scheduler import SchedulerThread
 from api.errors import Conflict, ServiceError
 from api.executor import Executor
 from api.hosts import HostPool
@@ -104,9 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = await run_in_threadpool(build_context, settings)
         app.state.context = ctx
         await run_in_threadpool(start_up, ctx)
+        # In queue mode the workers tick (a periodic task); here, a thread of this process.
+        scheduler = None
+        if settings.executor == "inprocess" and settings.scheduler_interval > 0:
+            scheduler = SchedulerThread(ctx, settings.scheduler_interval)
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
             await run_in_threadpool(ctx.executor.shutdown)
 
     app = FastAPI(title="pgdbaas", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -51,6 +51,24 @@ class Settings(BaseSettings):
     listen_port: int = 8000
     log_level: str = "info"
     playbook_dir: Path = REPO_ROOT / "playbooks"
+    # Backups (pgBackRest): the repository every stanza of this installation uses, "posix" (a path
+    # on the database host: mount shared storage there for several hosts) or "s3" (an S3-compatible
+    # object store; the path is then the prefix inside the bucket).
+    backup_repo_type: Literal["posix", "s3"] = "posix"
+    backup_repo_path: str = "/var/lib/pgbackrest"
+    backup_s3_bucket: str = ""
+    backup_s3_endpoint: str = ""
+    backup_s3_region: str = "us-east-1"
+    backup_s3_uri_style: Literal["host", "path"] = "host"
+    backup_s3_verify_tls: bool = True
+    backup_s3_key: str = ""
+    backup_s3_key_secret: str = ""
+    # The backup scheduler: seconds between two looks for due backups and verifications (in-process
+    # executor: a thread of the API process; queue mode: a periodic task of the workers, every
+    # minute); 0 turns the in-process scheduler off. The clock offset (seconds, may be negative) is
+    # added to the scheduler's clock only: a drill or a test fires tomorrow's 02:00 backup now.
+    scheduler_interval: float = Field(default=30, ge=0, le=3600)
+    scheduler_clock_offset: float = 0
 
     @field_validator("port_range")
     @classmethod
@@ -92,8 +110,28 @@ class Settings(BaseSettings):
     def key_file(self) -> Path:
         return self.data_dir / "secret.key"
 
+    @property
+    def backup_repository(self) -> dict:
+        """The repository extra-vars of set_backup.yml (never a secret: see backup_secrets)."""
+        repository = {"pg_backup_repo_type": self.backup_repo_type, "pg_backup_repo_path": self.backup_repo_path}
+        if self.backup_repo_type == "s3":
+            repository.update(pg_backup_s3_bucket=self.backup_s3_bucket, pg_backup_s3_endpoint=self.backup_s3_endpoint,
+                              pg_backup_s3_region=self.backup_s3_region, pg_backup_s3_uri_style=self.backup_s3_uri_style,
+                              pg_backup_s3_verify_tls=self.backup_s3_verify_tls)
+        return repository
+
+    @property
+    def backup_secrets(self) -> dict:
+        if self.backup_repo_type != "s3":
+            return {}
+        return {"pg_backup_s3_key": self.backup_s3_key, "pg_backup_s3_key_secret": self.backup_s3_key_secret}
+
     def startup_problem(self) -> str | None:
         """Why this configuration cannot start, said plainly (checked before anything is touched)."""
+        if self.backup_repo_type == "s3" and not (self.backup_s3_bucket and self.backup_s3_endpoint
+                                                  and self.backup_s3_key and self.backup_s3_key_secret):
+            return ("PGDBAAS_BACKUP_REPO_TYPE=s3 needs PGDBAAS_BACKUP_S3_BUCKET, PGDBAAS_BACKUP_S3_ENDPOINT, "
+                    "PGDBAAS_BACKUP_S3_KEY and PGDBAAS_BACKUP_S3_KEY_SECRET")
         if self.executor != "queue":
             return None
         if not self.database_url.startswith("postgresql"):

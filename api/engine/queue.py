@@ -279,6 +279,15 @@ async def reaper(timestamp: int) -> None:
     await reap(_worker_context())
 
 
+@app.periodic(cron="* * * * *", periodic_id="scheduler")
+@app.task(name="scheduler", queue=MAINTENANCE_QUEUE, queueing_lock="scheduler")
+async def scheduler(timestamp: int) -> None:
+    """The backup scheduler's tick (api/engine/scheduler.py), every minute, one worker at a time."""
+    from api.engine import scheduler as backup_scheduler
+
+    await queue_utils.sync_to_async(backup_scheduler.tick, _worker_context())
+
+
 async def reap(ctx, *, starting: bool = False) -> None:
     """One pass of the reaper (see the module docstring). Sync parts run through asgiref's
     sync_to_async so that they may defer jobs (an observe) on this worker's event loop."""

@@ -26,7 +26,8 @@ class _QuietReaper(logging.Filter):
     """The reaper runs every 10 s: its routine lines (deferred, started, ended) stay out of the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or "reaper[" not in record.getMessage()
+        message = record.getMessage()
+        return record.levelno > logging.INFO or ("reaper[" not in message and "scheduler[" not in message)
 
 
 def main(settings) -> int:

@@ -9,7 +9,7 @@ named `admin`, a tenant admin (see dbaas.postgresql.admin: CREATEDB, CREATEROLE 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, status
@@ -22,7 +22,7 @@ from api.deps import current_account, get_context
 from api.errors import Conflict, Invalid
 from api.routers.common import INT64_MAX, ITCARE, rule
 from api.services import clusters as service
-from api.services import databases, members
+from api.services import backups, databases, members
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster, Member, Operation
 
@@ -70,9 +70,32 @@ class PatchInstallExtension(BaseModel):
     options: InstallExtensionOptions
 
 
+class RestoreOptions(BaseModel):
+    sourceId: str | int = Field(description="the instance whose backups are restored (same major, backed up, ACTIVE)")
+    stop: Literal["BEFORE", "AFTER"] = Field(
+        description="BEFORE: up to the transactions committed before timestamp; AFTER: those committed at it too")
+    timestamp: str = Field(description="date-time with its offset, e.g. 2022-11-02T09:32:02.000+00:00; within "
+                                       "now - 14 days (production) or now - 7 days (otherwise)")
+
+
+class PatchRestore(BaseModel):
+    """Restore another instance's backups into this one, whose data is replaced (asynchronous, 202)."""
+
+    operation: Literal["restore"]
+    options: RestoreOptions
+
+
 # The seed's PATCH body, one member per operation: /docs shows each one's options, and a body that
 # names no supported operation, or lacks its options, is a 400 before anything is looked up.
-PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension, Field(discriminator="operation")]
+PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension | PatchRestore,
+                          Field(discriminator="operation")]
+PRODUCTION = ("production", "prod", "prd")
+
+
+def is_production(cluster: Cluster) -> bool:
+    """The seed's production service: the instance's kept `environment` (or `platform`) says so."""
+    kept = cluster.dialect_fields.get("itcare", {})
+    return any(str(kept.get(key, "")).lower() in PRODUCTION for key in ("environment", "platform"))
 
 
 def _install_extension(ctx: Context, actor: Account, instance_id: str, body: PatchInstallExtension) -> Operation:
@@ -80,8 +103,18 @@ def _install_extension(ctx: Context, actor: Account, instance_id: str, body: Pat
     return databases.install_extensions(ctx, actor, instance_id, body.options.dbname, extensions)
 
 
+def _restore(ctx: Context, actor: Account, instance_id: str, body: PatchRestore) -> Operation:
+    options = body.options
+    when = backups.parse_target_time(options.timestamp, "timestamp")
+    target = service.get_cluster(ctx, actor, instance_id)
+    max_age = timedelta(days=14 if is_production(target) else 7)
+    return backups.restore_into(ctx, actor, instance_id, str(options.sourceId), when,
+                                inclusive=options.stop == "AFTER", max_age=max_age)
+
+
 # operation -> service call (ctx, actor, instance id, body)
 PATCH_OPERATIONS = {
+    "restore": _restore,
     "start": lambda ctx, actor, instance_id, _body: service.start(ctx, actor, instance_id),
     "stop": lambda ctx, actor, instance_id, _body: service.stop(ctx, actor, instance_id),
     "install_extension": _install_extension,
@@ -97,7 +130,8 @@ def instance_status(cluster: Cluster) -> str:
         return "IN_PROGRESS"
     return INSTANCE_STATUS.get(cluster.service_state, cluster.service_state)
 KEPT_FIELDS = ("serviceId", "networkId", "area", "az", "trigram", "cloudId", "region", "regulation", "platform",
-               "prefix", "nodePrefix", "tls", "backupEnabled", "dbBackupPolicyId", "serverBackupPolicyId",
+               "prefix", "nodePrefix", "tls", "environment", "backupEnabled", "dbBackupPolicyId",
+               "serverBackupPolicyId",
                "monitoringEnabled", "monitoringAlerting", "onCallSupervision", "replicationEnabled",
                "noBackupProdReason", "noMonitoringProdReason", "noReplicationProdReason", "diskSize",
                "allowedReplicationLag")
@@ -180,6 +214,33 @@ class AsyncBody(BaseModel):
     status: str
 
 
+class BackupRow(BaseModel):
+    backupLastDate: datetime
+    backupSize: int = Field(description="bytes")
+    id: int = Field(description="the backup's number (backup_history_number of /v1)")
+    type: str
+
+
+class BackupPolicyRow(BaseModel):
+    backupLastDate: datetime | None
+    backupSize: int | None
+    durationInHours: float | None = Field(description="how long the last backup took")
+    frequencies: dict
+    label: str
+    name: str
+    policyId: str
+    replication: bool = False
+    scope: str = "INSTANCE"
+    startTime: str
+    timezone: str
+    type: str = "PGBACKREST"
+
+
+class BackupPolicyDetails(BaseModel):
+    backups: list[BackupRow]
+    policies: list[BackupPolicyRow]
+
+
 class Instance(BaseModel):
     id: str
     name: str
@@ -207,6 +268,34 @@ class Instance(BaseModel):
     area: str | None = None
     trigram: str | None = None
     allowedReplicationLag: int | None = None
+    backupStatus: bool = Field(default=False, description="backups are set and at least one is usable")
+    backupPolicyDetails: BackupPolicyDetails | None = None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=timezone.utc) if value else None
+
+
+def backup_details(ctx: Context, actor: Account, cluster: Cluster) -> tuple[bool, BackupPolicyDetails]:
+    """From the real backups (the /v1 backup history) and the cluster's backup policy."""
+    window, policy = backups.backup_status(ctx, cluster.id)
+    rows, _ = backups.list_backups(ctx, actor, cluster.id, limit=1000)
+    usable = [b for b in rows if b.state == backups.COMPLETED]
+    last = usable[0] if usable else None
+    policies = []
+    if policy is not None and policy.enabled:
+        policies.append(BackupPolicyRow(
+            backupLastDate=_utc(last.finished_at) if last else None, backupSize=last.size_bytes if last else None,
+            durationInHours=round((last.finished_at - last.started_at).total_seconds() / 3600, 4) if last else None,
+            frequencies={"daily": True, "archiveFrequencyMinutes": policy.archive_frequency_minute,
+                         "verifyPeriodDays": policy.verify_period_day},
+            label=f"daily at {policy.starting_time_hour:02d}:00, kept {policy.retention_period_day} days",
+            name=f"{cluster.name}-daily", policyId=cluster.id, startTime=f"{policy.starting_time_hour:02d}:00",
+            timezone=cluster.settings.get("timezone") or "UTC"))
+    details = BackupPolicyDetails(
+        backups=[BackupRow(backupLastDate=_utc(b.finished_at), backupSize=b.size_bytes, id=b.number, type=b.type)
+                 for b in rows], policies=policies)
+    return bool(window["backup_enabled"] and usable), details
 
 
 def _render_async(cluster: Cluster, operation: Operation, process: str) -> AsyncBody:
@@ -246,6 +335,7 @@ def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: A
     lead = _primary(cluster)
     address = ctx.hosts.address_of(lead.host) if lead else ""
     last = _last_request(ctx, actor, cluster.id)
+    backup_status, backup_policy = backup_details(ctx, actor, cluster)
     return Instance(
         id=cluster.id, name=cluster.name, label=cluster.name,
         status=instance_status(cluster),
@@ -256,6 +346,7 @@ def get_instance(instance_id: str, ctx: Context = Depends(get_context), actor: A
         creationTime=cluster.created_at.replace(tzinfo=timezone.utc).isoformat(), creationUser=cluster.created_by,
         lastRequestId=last.id if last else None, lastRequestStatus=ASYNC_STATUS[last.state] if last else None,
         **{k: kept.get(k) for k in ("serviceId", "networkId", "area", "trigram", "allowedReplicationLag")},
+        backupStatus=backup_status, backupPolicyDetails=backup_policy,
     )
 
 
@@ -335,7 +426,7 @@ def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor
 
 
 @router.patch("/{instance_id}", status_code=202, response_model=AsyncBody,
-              summary="Performs update state actions (operation: start | stop | install_extension)",
+              summary="Performs update state actions (operation: start | stop | install_extension | restore)",
               responses=ITCARE.responses(400, 404, 409))
 def patch_instance(instance_id: str, body: PatchInstance, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):

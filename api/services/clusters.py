@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import threading
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,7 +26,8 @@ from api.services.members import (CREATING, ERROR, OBSERVED_STATES, PRIMARY, RES
                                    TRANSITIONAL, forget_instances, primary, record_observation)
 from api.services.validation import (CLUSTER_NAME_RE, ENCODINGS, LOCALE_RE, SIZING_RE, SQL_NAME_RE,  # noqa: F401
                                      check_role_name, check_sql_name)
-from api.store.models import Account, Cluster, Credential, Database, Member, Operation, ServiceFact, new_id
+from api.store.models import (Account, Backup, BackupPolicy, Cluster, Credential, Database, Member, Operation,
+                              ServiceFact, new_id)
 
 DEFAULT_SIZING = "2cpu4gb"
 PLACEMENT_ATTEMPTS = 5
@@ -49,6 +51,8 @@ class ClusterSpec:
     tags: list = field(default_factory=list)
     timezone: str = ""
     host_group: str | None = None
+    # Place the instance on this host (a restore goes where its source's repository is).
+    host_name: str | None = None
     dialect_fields: dict = field(default_factory=dict)
 
 
@@ -194,12 +198,14 @@ def _hba_entries(allowed_cidrs: list[str]) -> list[dict]:
 @dataclass(frozen=True)
 class FollowUp:
     """Steps that run after the provision in the same operation (DBaaS: its database), under the
-    operation kind that applies them all."""
+    operation kind that applies them all. `plan`, when given, makes the whole plan instead from the
+    new cluster and its provision step (a restore: one restore.yml with the provision's settings)."""
 
     kind: str
-    steps: list[Step]
+    steps: list[Step] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     secrets: dict = field(default_factory=dict)
+    plan: Callable[[Cluster, Step], list[Step]] | None = None
 
 
 def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
@@ -246,7 +252,14 @@ def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec, version: ca
         if session.scalar(select(Cluster.id).where(Cluster.owner_id == actor.id, Cluster.name == spec.name,
                                                    Cluster.service_state != TERMINATED)):
             raise Conflict(f"you already have a cluster named {spec.name!r}", field="name")
-        if spec.port is not None:
+        if spec.host_name is not None:
+            host = ctx.hosts.hosts[spec.host_name]
+            port = spec.port or ctx.hosts.free_port(session, host, ctx.settings.ports)
+            if port is None:
+                raise Conflict(f"no free port left in the configured port range on {host.name}")
+            if ctx.hosts.port_in_use(session, host, port):
+                raise Conflict(f"port {port} is already in use on {host.name}", field="database_port")
+        elif spec.port is not None:
             host = min(ctx.hosts.hosts.values(), key=lambda h: h.name) if spec.host_group is None else \
                 ctx.hosts.place(session, ctx.settings.ports, spec.host_group)[0]
             if ctx.hosts.port_in_use(session, host, spec.port):
@@ -277,7 +290,8 @@ def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec, version: ca
             params["password_encrypted"] = ctx.cipher.encrypt(spec.user_password.encode()).decode()
         kind = "create"
         if follow_up is not None:
-            kind, steps = follow_up.kind, steps + follow_up.steps
+            kind = follow_up.kind
+            steps = follow_up.plan(cluster, steps[0]) if follow_up.plan else steps + follow_up.steps
             params.update(follow_up.params)
             secrets.update(follow_up.secrets)
         operation = submit(ctx, session, cluster, actor, kind, steps, params=params, secrets=secrets)
@@ -343,6 +357,9 @@ class Terminate(Lifecycle):
     def finish(self, session, operation, cluster, outcome):
         if outcome.ok and cluster is not None:
             forget_instances(session, cluster)
+            # The terminate role deleted its pgBackRest stanza: no backup of it is left.
+            session.execute(delete(Backup).where(Backup.cluster_id == cluster.id))
+            session.execute(delete(BackupPolicy).where(BackupPolicy.cluster_id == cluster.id))
 
 
 START = register(Lifecycle("start", "start.yml", (STOPPED, ERROR), STARTING))

@@ -16,7 +16,11 @@ STATES = (ops.QUEUED, ops.IN_PROGRESS, ops.SUCCESS, ops.ERROR, ops.CANCELED)
 
 
 def _visible(statement, actor: Account):
-    return statement if actor.role == "admin" else statement.where(Operation.actor_id == actor.id)
+    """A user sees the requests it made and those on its own clusters (e.g. the scheduler's backups)."""
+    if actor.role == "admin":
+        return statement
+    own_clusters = select(Cluster.id).where(Cluster.owner_id == actor.id)
+    return statement.where((Operation.actor_id == actor.id) | Operation.cluster_id.in_(own_clusters))
 
 
 def get_request(ctx: Context, actor: Account, request_id: str) -> Operation:

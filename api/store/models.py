@@ -218,3 +218,61 @@ class ServiceFact(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class BackupPolicy(Base):
+    """A cluster's backup settings (issue 9): set by POST /v1/clusters/{id}/backups, fired by the
+    scheduler (api/engine/scheduler.py) at `next_backup_at` (UTC), claimed with a conditional UPDATE
+    so that one process fires each occurrence."""
+
+    __tablename__ = "backup_policies"
+
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True)
+    # False once backups are unset: the settings stay for the record, nothing is scheduled.
+    enabled: Mapped[bool] = mapped_column(default=True)
+    archive_enabled: Mapped[bool] = mapped_column(default=True)
+    archive_frequency_minute: Mapped[int] = mapped_column(Integer, default=60)
+    retention_period_day: Mapped[int] = mapped_column(Integer, default=7)
+    starting_time_hour: Mapped[int] = mapped_column(Integer, default=2)
+    # Days between two verifications of the newest backup (0: none scheduled).
+    verify_period_day: Mapped[int] = mapped_column(Integer, default=0)
+    next_backup_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    next_verify_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Why the last scheduled occurrence did not open an operation (e.g. the cluster was busy).
+    schedule_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the stanza's last `info` said beside the backups: archive (min/max WAL), archiver
+    # (pg_stat_archiver: last archived WAL and time), repository, settings.
+    last_info: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Backup(Base):
+    """One pgBackRest backup of a cluster, as its stanza's `info` last listed it; `number` is the
+    seed's backup_history_number (per cluster, in the order backups were first seen)."""
+
+    __tablename__ = "backups"
+    __table_args__ = (UniqueConstraint("cluster_id", "number", name="uq_backup_cluster_number"),
+                      UniqueConstraint("cluster_id", "label", name="uq_backup_cluster_label"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(8))  # full | diff | incr
+    prior: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the backup it depends on
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    repo_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    lsn_start: Mapped[str] = mapped_column(String(32), default="")
+    lsn_stop: Mapped[str] = mapped_column(String(32), default="")
+    state: Mapped[str] = mapped_column(String(16))  # COMPLETED | ERROR (pgBackRest flagged errors)
+    state_detail: Mapped[str] = mapped_column(Text, default="")
+    software_version: Mapped[str] = mapped_column(String(32), default="")
+    # Who took it: the operation (a scheduled one has actor "scheduler").
+    operation_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The last verification (restore into a scratch instance + amcheck): VERIFIED | FAILED.
+    verified_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    verify_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    verify_detail: Mapped[dict] = mapped_column(default=dict)

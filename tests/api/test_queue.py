@@ -154,7 +154,7 @@ def test_queue_mode_refuses_to_start_without_a_postgresql_store_or_a_shared_key(
 
 def test_processes_started_together_on_an_empty_store_all_come_up(deployment):
     assert all(p.process.poll() is None for p in [*deployment.apis, *deployment.workers])
-    assert deployment.query("select version_num from alembic_version") == [("0006",)]
+    assert deployment.query("select version_num from alembic_version") == [("0007",)]
     assert deployment.query("select to_regclass('procrastinate.procrastinate_jobs')::text") == [
         ("procrastinate.procrastinate_jobs",)]
     # Alembic's schema holds none of procrastinate's objects.

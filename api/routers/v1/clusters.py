@@ -6,8 +6,10 @@ from fastapi import APIRouter, Depends, status
 from api.context import Context
 from api.deps import current_account, get_context
 from api.routers.common import V1, page_query, size_query
-from api.routers.v1.models import (AsyncResponse, ClusterCreateRequest, ClusterDetail, ClusterPage,
-                                   ClusterSummary, InitConfigOptionOut, InstanceGroupOut, InstanceOut)
+from api.routers.v1.models import (AsyncResponse, BackupOptionOut, BackupStatusOut, ClusterCreateRequest,
+                                   ClusterDetail, ClusterPage, ClusterSummary, InitConfigOptionOut, InstanceGroupOut,
+                                   InstanceOut)
+from api.services import backups
 from api.services import clusters as service
 from api.store.models import Account, Cluster, Operation
 
@@ -32,6 +34,7 @@ def summary(cluster: Cluster) -> ClusterSummary:
 
 def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
     settings = cluster.settings
+    window, policy = backups.backup_status(ctx, cluster.id)
     instances = [
         InstanceOut(name=m.name, host=m.host, port=m.port, role_type=m.role_type, role=m.role,
                     service_ip_address=ctx.hosts.address_of(m.host),
@@ -50,6 +53,10 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
             database_encoding=settings.get("encoding", ""), database_locale=settings.get("locale", ""),
             database_name=cluster.database_name, database_port=settings.get("port"),
             database_user_name=settings.get("database_user_name", ""),
+            backup_option=BackupOptionOut(archive_frequency_minute=str(policy.archive_frequency_minute),
+                                          retention_period_day=str(policy.retention_period_day),
+                                          starting_time_hour=str(policy.starting_time_hour))
+            if policy is not None and policy.enabled else None,
         ),
         instance_groups=[InstanceGroupOut(id=cluster.id, role_type="ACTIVE",
                                           server_type_name=settings.get("sizing", ""), instances=instances)],
@@ -57,6 +64,8 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
         active_request_id=cluster.active_operation_id,
         databases=[d["name"] for d in service.observed_databases(cluster)],
         size_bytes=cluster.observed.get("size_bytes"),
+        origin_cluster_id=(settings.get("restored_from") or {}).get("source_cluster_id", ""),
+        backup=BackupStatusOut(**window),
     )
 
 

@@ -113,8 +113,15 @@ class ClusterPage(BaseModel):
     sort: list[str]
 
 
+class BackupOptionOut(BaseModel):
+    archive_frequency_minute: str
+    retention_period_day: str
+    starting_time_hour: str
+
+
 class InitConfigOptionOut(BaseModel):
     audit_enabled: bool = False
+    backup_option: BackupOptionOut | None = None
     database_encoding: str
     database_locale: str
     database_name: str
@@ -169,6 +176,8 @@ class ClusterDetail(BaseModel):
     active_request_id: str | None
     databases: list[str]
     size_bytes: int | None
+    origin_cluster_id: str = Field(default="", description="the cluster this one was restored from")
+    backup: "BackupStatusOut | None" = Field(default=None, description="backups and the restorable window")
 
 
 class Progress(BaseModel):
@@ -188,6 +197,7 @@ class RequestState(BaseModel):
     finished_at: Timestamp | None
     progress: Progress
     message: str | None = None
+    created_by: str = Field(default="", description="the account id that made it, or \"scheduler\"")
 
 
 class RequestPage(BaseModel):
@@ -305,3 +315,93 @@ class ExtensionOut(BaseModel):
     requires_restart: bool = False
     package: str | None = None
     package_installed: bool | None = None
+
+
+# -- backups (issue 9) ----------------------------------------------------------------------------
+Number = str | int
+
+
+class BackupSettingRequest(Strict):
+    """The seed sends numbers as strings ("60"); numbers are accepted too."""
+
+    archive_frequency_minute: Number | None = Field(
+        default=None, description="1-1440: archive_timeout, the most data (minutes) a crash loses; default 60")
+    retention_period_day: Number | None = Field(default=None, description="1-365 days of backups kept; default 7")
+    starting_time_hour: Number | None = Field(
+        default=None, description="0-23: the daily backup's hour in the cluster's timezone; default 2")
+    verify_period_day: Number | None = Field(
+        default=None, description="0-365: days between two verifications of the newest backup (0: none); "
+                                  "pgdbaas extension")
+
+
+class BackupRun(Strict):
+    type: str = Field(default="full", pattern="^(full|diff|incr)$", description="full, diff or incr")
+
+
+class BackupHistoryNumberRequest(Strict):
+    backup_history_number: list[Number] = Field(min_length=1, max_length=1000)
+
+
+class BackupHistoryOut(BaseModel):
+    backup_history_number: str
+    backup_start_at: Timestamp
+    backup_end_at: Timestamp
+    backup_size_gb: str = Field(description="the database's size in the backup, GB (3 decimals)")
+    backup_size_bytes: int
+    backup_repository_size_bytes: int = Field(description="what it added to the repository (compressed; "
+                                                            "a diff or incr stores only what changed)")
+    backup_type: str
+    backup_label: str
+    backup_state: str = Field(description="COMPLETED, or ERROR when pgBackRest found page checksum errors")
+    backup_state_detail: str
+    software_version: str
+    verified_at: Timestamp | None = None
+    verify_state: str | None = Field(default=None, description="VERIFIED or FAILED (last verification)")
+    verify_detail: dict = {}
+
+
+class BackupHistoryList(BaseModel):
+    contents: list[BackupHistoryOut]
+    total_count: int
+
+
+class ArchiveConfigSetRequest(Strict):
+    archive_enabled: bool
+    retention_period_day: Number | None = None
+
+
+class ArchiveConfigDetailResponse(BaseModel):
+    archive_enabled: bool
+    retention_period_day: int
+
+
+class ClusterRestoreRequest(Strict):
+    name: str = Field(min_length=3, max_length=63, json_schema_extra=CLUSTER_NAME)
+    backup_history_number: Number | None = Field(default=None, description="restore this backup (its end)")
+    backup_recovery_time: str | None = Field(
+        default=None, description="restore to this time, with its UTC offset (2024-05-17T00:23:17.000+00:00); "
+                                  "neither: the latest")
+    allowable_ip_addresses: list[str] = []
+    server_type_name: str = Field(default="2cpu4gb", json_schema_extra=SIZING)
+    block_storage_groups: list[BlockStorageGroup] = []
+    instance_name_prefix: str | None = None
+    maintenance_option: MaintenanceOption | None = None
+    tags: list = []
+
+
+class LastBackupOut(BaseModel):
+    backup_history_number: str
+    backup_end_at: Timestamp
+    backup_type: str
+
+
+class BackupStatusOut(BaseModel):
+    backup_enabled: bool
+    archive_enabled: bool
+    last_backup: LastBackupOut | None
+    earliest_restorable_time: Timestamp | None
+    latest_restorable_time: Timestamp | None
+    next_backup_at: Timestamp | None = Field(default=None, description="the next scheduled backup (UTC)")
+    next_verify_at: Timestamp | None = None
+    schedule_error: str | None = Field(default=None, description="why the last scheduled occurrence did not run")
+ClusterDetail.model_rebuild()

@@ -28,7 +28,7 @@ def render(operation: Operation) -> RequestState:
                           tasks_total=max(operation.tasks_total, operation.tasks_done)
                           if operation.tasks_total is not None else None,
                           step=operation.step + 1, steps=len(operation.steps) or 1),
-        message=operation.error,
+        message=operation.error, created_by=operation.actor_id,
     )
 
 
