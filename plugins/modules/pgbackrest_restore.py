@@ -17,7 +17,7 @@ description:
     is missing or names another id than O(instance_id), a source without backups, an unknown O(backup_label)
     and a O(target_time) earlier than the start of the oldest backup.
   - Steps. With O(source_port) and the source running, the module first commits an empty transaction on
-    the source (C(SELECT pg_current_xact_id())) and runs C(pgbackrest check) on it, which switches and
+    the source (calling C(pg_current_xact_id)) and runs C(pgbackrest check) on it, which switches and
     archives the current WAL segment - so that a O(target_time) up to now is reachable (PostgreSQL ends a
     recovery to a time only on a transaction committed after it). Then it stops the target (through its
     instance controller), empties its data directory and runs, as the instance owner,
@@ -183,10 +183,10 @@ restore:
       sample: '7714793642774035595'
 timings:
   description:
-    - Seconds spent on the source check (RV(timings.check_seconds)), on stopping the target and running
-      C(pgbackrest restore) (RV(timings.restore_seconds)), on starting it and recovering until read-write
-      (RV(timings.recovery_seconds)), on restarting it without the recovery settings (RV(timings.restart_seconds)),
-      and in all (RV(timings.total_seconds)).
+    - Seconds spent on the source check (C(check_seconds)), on stopping the target and running
+      C(pgbackrest restore) (C(restore_seconds)), on starting it and recovering until read-write
+      (C(recovery_seconds)), on restarting it without the recovery settings (C(restart_seconds)),
+      and in all (C(total_seconds)).
   returned: when the target was restored
   type: dict
   sample: {check_seconds: 1.4, restore_seconds: 1.1, recovery_seconds: 2.6, restart_seconds: 0.9, total_seconds: 6.0}
@@ -236,7 +236,9 @@ commands:
   returned: always
   type: list
   elements: str
-  sample: ["/usr/bin/pgbackrest --stanza=app-1 --pg1-path=/var/lib/postgresql/15/app-1-restored --type=immediate --set=20261202-193933F --target-action=promote --log-level-console=info restore"]
+  sample:
+    - /usr/bin/pgbackrest --stanza=app-1 --pg1-path=/var/lib/postgresql/15/app-1-restored --type=immediate
+      --set=20261202-193933F --target-action=promote --log-level-console=info restore
 '''
 
 import json

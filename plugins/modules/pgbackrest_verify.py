@@ -15,7 +15,7 @@ description:
   - The scratch instance is made with C(pg_createcluster) (its configuration directory first holds the
     marker C(pgdbaas-verify), naming the stanza), its data directory emptied, and
     C(pgbackrest --stanza=<cluster> restore --pg1-path=<scratch data directory> --type=immediate
-    --set=<backup_label> --target-action=promote --archive-mode=off) run as the instance owner: pgBackRest
+    --set=<backup_label> --target-action=promote --archive-mode=off) run as the instance owner; pgBackRest
     checks every file against the checksum the backup recorded. The scratch instance starts with
     C(listen_addresses) empty (unix socket only), C(archive_mode=off) and the C(max_*) settings of the
     backup's C(pg_control), through the C(pg_ctl.conf) of its configuration, and recovers to the end of the
@@ -159,6 +159,7 @@ cluster:
   sample: app-1
 '''
 
+import fcntl
 import glob
 import os
 import shlex
@@ -205,6 +206,8 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.restore import (
 )
 
 MARKER = 'pgdbaas-verify'
+# One verification at a time per scratch instance: the second would take the first's scratch for a leftover.
+LOCK_DIR = '/run/lock'
 STOP_TIMEOUT = 120
 MAX_PROBLEM_LINES = 20
 # pg_controldata line -> setting: the scratch server needs at least the source's values to recover.
@@ -228,6 +231,18 @@ ORDER BY 1, 2
 
 class CannotVerify(Exception):
     """The verification could not run (the module fails)."""
+
+
+def lock_scratch(version, name):
+    """An open file holding an exclusive lock on the scratch instance's name, or None when another run holds it."""
+    directory = LOCK_DIR if os.path.isdir(LOCK_DIR) else '/tmp'
+    handle = open(os.path.join(directory, 'pgdbaas-verify-%s-%s.lock' % (version, name)), 'w')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def ports_in_use(version_root=CONF_ROOT):
@@ -470,6 +485,10 @@ def main():
                          % (stanza, label, ', '.join(b['label'] for b in info['backups']) or 'none'), **result)
 
     scratch = Scratch(module, ctl, stanza, name, params['scratch_port'], result)
+    lock = lock_scratch(params['version'], name)
+    if lock is None:
+        module.fail_json(msg='Another verification is using the scratch instance %s/%s: choose another '
+                         'scratch_cluster and scratch_port, or wait until it ends' % (params['version'], name), **result)
     try:
         leftover = scratch.leftover()
         scratch.check_port()

@@ -314,13 +314,57 @@ def test_verify_a_good_backup(play, source):
     assert not os.path.exists(os.path.join(SOCKET_DIR, '.s.PGSQL.%d' % SCRATCH_PORT))
 
 
+def newest_backup(play):
+    info = play(SOURCE, 'backup_info')
+    assert not info.failed, info.msg
+    return info.report['backup_info']['backups'][-1]['label']
+
+
+def test_verify_catches_a_page_corrupted_on_the_source(play, source):
+    """A page damaged on the source's disk is backed up as it is (pgBackRest warns, and the file's checksum in
+    the backup is that of the damaged file, so the restore succeeds): pg_amcheck and the row count find it."""
+    src = source.inst
+    with src.connect() as conn:
+        conn.execute('CREATE DATABASE damaged')
+    try:
+        with src.connect('damaged') as conn:
+            conn.execute('CREATE TABLE junk AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 2000) g')
+            relpath = conn.execute("SELECT pg_relation_filepath('junk')").fetchone()[0]
+        sh('pg_ctlcluster', PG_VERSION, SOURCE, 'stop')  # the page is on disk, not only in shared buffers
+        try:
+            path = src.data_dir / relpath
+            data = bytearray(path.read_bytes())
+            at = 8192 + 4000  # inside the tuples of the second page
+            data[at:at + 16] = bytes(b ^ 0xFF for b in data[at:at + 16])
+            path.write_bytes(bytes(data))
+        finally:
+            sh('pg_ctlcluster', PG_VERSION, SOURCE, 'start')
+        taken = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--type=full', 'backup')
+        assert taken.returncode == 0, taken.stderr
+        assert 'invalid page checksum' in taken.stdout + taken.stderr
+        label = newest_backup(play)
+    finally:
+        with src.connect() as conn:
+            conn.execute('DROP DATABASE IF EXISTS damaged')
+
+    run = play(SOURCE, 'verify_backup', pg_verify_backup_label=label, pg_verify_port=SCRATCH_PORT + 2)
+    record('verify (page corrupted on the source)', run, 'Verify the backup in a scratch instance')
+    assert run.failed
+    verification = run.report['verification']
+    assert verification['verified'] is False, verification
+    problems = '\n'.join(verification['problems'])
+    assert problems.startswith('pg_amcheck found problems'), problems
+    assert 'junk' in problems and 'checksum' in problems, problems
+    assert any(p.startswith('reading table damaged.public.junk failed: ') for p in verification['problems']), problems
+    assert {d['name'] for d in verification['per_database']} >= {'app', 'damaged', 'postgres'}
+    assert SCRATCH not in clusters()
+
+
 def test_verify_catches_a_corrupted_backup(play, source):
     src = source.inst
     taken = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--type=full', 'backup')
     assert taken.returncode == 0, taken.stderr
-    info = play(SOURCE, 'backup_info')
-    assert not info.failed, info.msg
-    label = info.report['backup_info']['backups'][-1]['label']
+    label = newest_backup(play)
     with src.connect('app') as conn:
         relpath = conn.execute("SELECT pg_relation_filepath('items')").fetchone()[0]
     stored = glob.glob('%s/backup/%s/%s/pg_data/%s*' % (source.repo, SOURCE, label, relpath))
