@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -97,6 +98,14 @@ def sql(inst, query, params=None):
 
 def labels(info):
     return [b['label'] for b in info['backups']]
+
+
+def repo_info(stanza):
+    """The stanza as pgBackRest itself lists it (info --output=json, run as postgres), parsed."""
+    out = subprocess.run(['runuser', '-u', 'postgres', '--', 'pgbackrest', '--stanza=%s' % stanza, 'info',
+                          '--output=json'], capture_output=True, text=True, check=True, cwd='/',
+                         stdin=subprocess.DEVNULL).stdout
+    return pgbackrest.parse_backup_info(stanza, out)
 
 
 def archive_files(repo, stanza):
@@ -244,21 +253,21 @@ def test_second_set_backup_changes_nothing(inst, play):
 
 
 def test_wal_reaches_the_repository(inst, run_module, repo):
-    before = run_module('pgbackrest_info', inst.args)['backup_info']
+    before = repo_info('tbrmain')
     segment = switch_wal(inst, rows=5000)
     assert segment in ' '.join(archive_files(repo, 'tbrmain'))
-    after = run_module('pgbackrest_info', inst.args)['backup_info']
+    after = repo_info('tbrmain')
     assert after['archive']['max_wal'] >= segment > before['archive']['max_wal']
-    assert after['archiver']['last_archived_wal'][:24] >= segment
-    assert after['archiver']['archived_count'] > before['archiver']['archived_count']
     # pgbackrest check (the role's) switches the WAL and waits for it too
     checked = run_module('pgbackrest_info', dict(inst.args, check=True))
     assert checked['checked'] is True and checked['changed'] is False
     assert checked['backup_info']['archive']['max_wal'] > after['archive']['max_wal']
+    assert checked['backup_info']['archiver']['last_archived_wal'][:24] >= segment
+    assert checked['backup_info']['archiver']['failed_count'] == 0
 
 
 def test_backup_takes_diff_and_incr_on_their_prior(inst, play):
-    full = play('backup_info').report['backup_info']['backups'][-1]
+    full = repo_info('tbrmain')['backups'][-1]
     assert full['type'] == 'full'
     sql(inst, 'INSERT INTO rows_t (id) SELECT generate_series(1, 20000) RETURNING 1')
     diff = play('backup', pg_backup_type='diff')
@@ -274,21 +283,24 @@ def test_backup_takes_diff_and_incr_on_their_prior(inst, play):
 
 
 def test_check_mode_of_backup_changes_nothing(inst, run_module):
-    before = labels(run_module('pgbackrest_info', inst.args)['backup_info'])
+    before = labels(repo_info('tbrmain'))
     result = run_module('pgbackrest_backup', dict(inst.args, type='full'), check=True)
     assert not result.get('failed'), result.raw
     assert result['changed'] is True and result['backup'] is None
     assert not any(' backup' in c and '--type' in c for c in result['commands'])
-    assert labels(run_module('pgbackrest_info', inst.args)['backup_info']) == before
+    assert labels(repo_info('tbrmain')) == before
 
 
 def test_retention_expires_the_oldest_full(inst, play, run_module):
-    chain = labels(play('backup_info').report['backup_info'])
+    chain = labels(repo_info('tbrmain'))
     assert len(chain) == 3 and chain[0].endswith('F')
-    # Time retention (7 days): a second full removes nothing (every backup is younger).
-    kept = play('backup', pg_backup_type='full')
-    assert not kept.failed and kept.report['removed'] == [], kept.msg
-    second = kept.report['backup']['label']
+    second = run_module('pgbackrest_backup', dict(inst.args, type='full'))  # the module alone does not expire
+    assert second['changed'] and second['backup']['type'] == 'full', second.raw
+    second = second['backup']['label']
+    # Time retention (7 days) removes nothing: every full backup is younger.
+    planned = run_module('pgbackrest_expire', inst.args, check=True)
+    assert not planned.get('failed') and planned['removed'] == [] and not planned['changed'], planned.raw
+    assert any('--dry-run' in command for command in planned['commands'])
     # Count retention of one full: the set_backup run rewrites the stanza file only (no restart) ...
     pid = inst.postmaster_pid()
     counted = play('set_backup', pg_backup_retention_full_count=1)
@@ -296,15 +308,16 @@ def test_retention_expires_the_oldest_full(inst, play, run_module):
     assert counted.report['backup_info']['settings']['retention_full_count'] == 1
     assert counted.report['backup_info']['settings']['retention_days'] is None
     assert inst.postmaster_pid() == pid
-    # ... check mode tells what would go ...
+    # ... check mode tells what would go (the oldest full with its diff and incr), removes nothing ...
     planned = run_module('pgbackrest_expire', inst.args, check=True)
     assert planned['changed'] and planned['removed'] == chain, planned.raw
-    assert labels(planned['backup_info']) == chain + [second]
-    # ... and backup.yml's expiry removes the oldest full with its diff and incr.
+    assert labels(repo_info('tbrmain')) == chain + [second]
+    # ... and backup.yml's expiry after its full backup leaves only the newest full.
     run = play('backup', pg_backup_type='full')
     assert not run.failed, run.msg
     assert run.report['removed'] == chain + [second]
     assert labels(run.report['backup_info']) == [run.report['backup']['label']]
+    assert labels(repo_info('tbrmain')) == [run.report['backup']['label']]
     assert run.report['backup_info']['archive']['min_wal'] >= run.report['backup']['wal_start']
 
 
@@ -319,7 +332,7 @@ def test_remove_backups_removes_a_named_backup_and_refuses_an_unknown_label(inst
         refused = play('remove_backups', pg_backup_labels=bad)
         assert refused.failed and reason in refused.msg, refused.msg
         assert 'Nothing was removed' in refused.msg
-        assert labels(play('backup_info').report['backup_info']) == before
+        assert labels(repo_info('tbrmain')) == before
     run = play('remove_backups', pg_backup_labels=[label])
     assert not run.failed, run.msg
     assert run.report['removed'] == [label] and labels(run.report['backup_info']) == [full]
@@ -345,7 +358,7 @@ def test_delete_archive_shrinks_the_archive(inst, play, repo):
 
 
 def test_unset_backup_turns_archiving_off_and_keeps_the_backups(inst, play, run_module):
-    before = labels(play('backup_info').report['backup_info'])
+    before = labels(repo_info('tbrmain'))
     assert before
     run = play('unset_backup')
     assert not run.failed, run.msg
