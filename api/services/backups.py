@@ -661,6 +661,11 @@ def restore_into(ctx: Context, actor: Account, target_id: str, source_id: str, t
         if clusters.primary(source).host != clusters.primary(target_cluster).host:
             raise Invalid("the destination must be on the host of the source's backup repository", field="sourceId")
         target = plan_target(session, source, time=time, inclusive=inclusive, time_field="timestamp")
+        held = policy_of(session, target_cluster.id)
+        if held is not None and held.enabled:
+            # Its stanza belongs to the data being replaced: pgBackRest would refuse the new data's WAL.
+            raise Conflict(f"the destination {target_cluster.id} has backups set: unset them first "
+                           f"(DELETE /v1/clusters/{target_cluster.id}/backups), then set them again after the restore")
         version = catalog.find(ctx.settings, target_cluster.engine_version_id)
         if version is None:
             raise Conflict(f"engine version {target_cluster.engine_version_id} of {target_cluster.id} is not offered")

@@ -8,7 +8,6 @@ removal, corruption) get a cluster of their own.
 """
 from __future__ import annotations
 
-import gzip
 import os
 import pwd
 import shutil
@@ -313,12 +312,13 @@ def test_a_corrupted_backup_fails_verification(admin, scratch, bserver):
     entry, = history(admin, cluster_id)["contents"]
     instance = cluster_of(admin, cluster_id)["instance_groups"][0]["instances"][0]["name"]
     repo = Path(bserver.env["PGDBAAS_BACKUP_REPO_PATH"])
-    stored = repo / "backup" / instance / entry["backup_label"] / "pg_data" / relation
-    stored = stored if stored.exists() else stored.with_name(stored.name + ".gz")
-    assert stored.exists(), sorted(p.name for p in stored.parent.iterdir())
-    data = bytearray(gzip.decompress(stored.read_bytes()) if stored.suffix == ".gz" else stored.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 512] = b"\x7f" * 512
-    stored.write_bytes(gzip.compress(bytes(data)) if stored.suffix == ".gz" else bytes(data))
+    folder = repo / "backup" / instance / entry["backup_label"] / "pg_data" / Path(relation).parent
+    # base/<db>/<relfilenode>, compressed or not (.zst, .gz, .lz4)
+    stored, = [p for p in folder.iterdir() if p.name.split(".")[0] == Path(relation).name]
+    data = bytearray(stored.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    stored.write_bytes(bytes(data))
 
     response = admin.post(f"/v1/clusters/{cluster_id}/backup-histories/1/verify")
     assert response.status_code == 202
