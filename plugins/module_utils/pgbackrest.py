@@ -32,6 +32,8 @@ import shlex
 CONF_DIR = '/etc/pgbackrest/conf.d'
 DEFAULT_REPO_PATH = '/var/lib/pgbackrest'
 DEFAULT_TIMEOUT = 3600
+# Seconds of silence after which `info` gives up on a read from the repository (see read_info).
+INFO_IO_TIMEOUT = 10
 LABEL_RE = re.compile(r'^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$')
 
 # pgBackRest's stanza status codes (info --output=json, status.code).
@@ -273,8 +275,14 @@ def fail_command(module, command, rc, out, err, **result):
 
 
 def read_info(ctl, stanza, result=None):
-    """(data, rc, err): the parsed JSON of `pgbackrest --stanza=X info --output=json` (a list, [] when unreadable)."""
-    rc, out, err = run_pgbackrest(ctl, stanza, 'info', ['--output=json'], timeout=300, result=result)
+    """(data, rc, err): the parsed JSON of `pgbackrest --stanza=X info --output=json` (a list, [] when unreadable).
+
+    With INFO_IO_TIMEOUT: pgBackRest retries an unreachable repository (an S3 endpoint refusing
+    connections) for about 4 io-timeouts, 4 minutes with its default of 60 s; a read gives up in ~40 s
+    and reports it in status (code 99).
+    """
+    rc, out, err = run_pgbackrest(ctl, stanza, 'info', ['--output=json', '--io-timeout=%d' % INFO_IO_TIMEOUT],
+                                  timeout=300, result=result)
     try:
         data = json.loads(out) if out.strip() else []
     except ValueError:

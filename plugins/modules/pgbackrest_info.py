@@ -235,7 +235,7 @@ commands:
   returned: always
   type: list
   elements: str
-  sample: ["/usr/bin/pgbackrest --stanza=tenant1 --output=json info"]
+  sample: ["/usr/bin/pgbackrest --stanza=tenant1 --output=json --io-timeout=10 info"]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -283,7 +283,7 @@ def main():
 
     info = backup_info(module, ctl, stanza, result=result, archiver=False)
     if params['stanza_state'] == 'present' and not info['exists']:
-        if not has_config(stanza):
+        if not has_config(stanza) and not module.check_mode:  # in check mode the file may be due
             module.fail_json(msg='Instance %s has no backup configuration (%s): the role dbaas.postgresql.pgbackrest '
                              'writes it' % (inst.name, stanza_config_path(stanza)), backup_info=info, **result)
         result.update(changed=True, stanza_changed='created')
