@@ -3,8 +3,10 @@
 The schedule is the store's (BackupPolicy.next_backup_at / next_verify_at, naive UTC). One `tick`
 looks for what is due on the scheduler's clock (UTC + PGDBAAS_SCHEDULER_CLOCK_OFFSET), claims each
 occurrence with a conditional UPDATE that moves it to the next one (so of several processes
-ticking at once, one opens it), and opens the operation. A cluster that is busy, or not RUNNING,
-is tried again RETRY later; why is kept in BackupPolicy.schedule_error.
+ticking at once, one opens it), and opens the operation. A busy cluster's occurrence stays due
+(it opens at the first tick that finds the cluster free); one that cannot open (the cluster is
+not RUNNING, or lost its backups) is tried again RETRY later, and why is kept in
+BackupPolicy.schedule_error.
 
 Who ticks: the in-process executor's API process, in a thread, every PGDBAAS_SCHEDULER_INTERVAL
 seconds (`SchedulerThread`); in queue mode the workers, as the procrastinate periodic task
@@ -71,6 +73,8 @@ def _fire(ctx, policy: BackupPolicy, column: str, at: datetime, now: datetime) -
         cluster = session.get(Cluster, policy.cluster_id)
         if cluster is None:
             return None
+        if cluster.active_operation_id:
+            return None  # busy (e.g. its backup runs before its verification): still due at the next tick
         if column == "next_backup_at":
             following = backups.next_daily(now, policy.starting_time_hour, backups.cluster_timezone(cluster))
         else:

@@ -329,21 +329,8 @@ def test_a_corrupted_backup_fails_verification(admin, scratch, bserver):
     assert cluster_of(admin, cluster_id)["service_state"] == "RUNNING"  # the cluster itself is untouched
 
 
-def test_unset_backup_keeps_the_histories(admin, scratch):
-    cluster_id = new_cluster(admin, scratch, "tbk-unset")
-    set_backups(admin, cluster_id)
-    ok(admin, admin.delete(f"/v1/clusters/{cluster_id}/backups"))
-    assert history(admin, cluster_id)["total_count"] == 1
-    shown = cluster_of(admin, cluster_id)
-    assert shown["backup"]["backup_enabled"] is False and shown["backup"]["next_backup_at"] is None
-    assert shown["init_config_option"]["backup_option"] is None
-    with superuser(port_of(admin, cluster_id)) as conn:
-        assert conn.execute("show archive_mode").fetchone()[0] == "off"
-    refused = admin.post(f"/v1/clusters/{cluster_id}/backup-histories", json={"type": "full"})
-    assert refused.status_code == 409 and "not set" in refused.json()["detail"]
-
-
-def test_remove_backup_histories_keeps_what_a_restore_point_needs(admin, scratch):
+def test_remove_backup_histories_then_unset_backup(admin, scratch):
+    """Removal keeps what a restore point needs; unsetting backups keeps the histories left."""
     cluster_id = new_cluster(admin, scratch, "tbk-remove")
     set_backups(admin, cluster_id)
     ok(admin, admin.post(f"/v1/clusters/{cluster_id}/backup-histories", json={"type": "diff"}))
@@ -362,6 +349,18 @@ def test_remove_backup_histories_keeps_what_a_restore_point_needs(admin, scratch
     ok(admin, put(["1", "2"]))
     listed = history(admin, cluster_id)
     assert [e["backup_history_number"] for e in listed["contents"]] == ["3"]
+
+    ok(admin, admin.delete(f"/v1/clusters/{cluster_id}/backups"))
+    assert [e["backup_history_number"] for e in history(admin, cluster_id)["contents"]] == ["3"]
+    shown = cluster_of(admin, cluster_id)
+    assert shown["backup"]["backup_enabled"] is False and shown["backup"]["next_backup_at"] is None
+    assert shown["backup"]["last_backup"]["backup_history_number"] == "3"  # still restorable
+    assert shown["init_config_option"]["backup_option"] is None
+    assert admin.get(f"/v1/clusters/{cluster_id}/archive").json()["archive_enabled"] is False
+    with superuser(port_of(admin, cluster_id)) as conn:
+        assert conn.execute("show archive_mode").fetchone()[0] == "off"
+    refused = admin.post(f"/v1/clusters/{cluster_id}/backup-histories", json={"type": "full"})
+    assert refused.status_code == 409 and "not set" in refused.json()["detail"]
 
 
 def test_bad_backup_input_is_refused(admin, source):
@@ -394,9 +393,10 @@ def test_another_user_sees_none_of_it(admin, bserver, source):
         assert other.post(f"/v1/clusters/{source['id']}/backup-histories/1/verify").status_code == 404
 
 
-def test_a_scheduled_backup_fires_as_an_ordinary_operation(tmp_path):
+def test_a_scheduled_backup_and_verification_fire_as_ordinary_operations(tmp_path):
     """The schedule lives in the store: a restart with the scheduler's clock moved past the next
-    occurrence (PGDBAAS_SCHEDULER_CLOCK_OFFSET) fires it, as actor "scheduler"."""
+    occurrences (PGDBAAS_SCHEDULER_CLOCK_OFFSET) fires them, as actor "scheduler": the daily backup,
+    then (once the cluster is free) the verification an hour after it."""
     with repository() as repo:
         scheduled_backup_fires(backup_server(tmp_path, repo, SCHEDULER_PORTS))
 
@@ -408,29 +408,35 @@ def scheduled_backup_fires(api: ApiServer) -> None:
         with api.client() as client:
             cluster_id = new_cluster(client, names, "tbk-sched")
             hour = (datetime.now(timezone.utc) + timedelta(hours=3)).hour
-            set_backups(client, cluster_id, starting_time_hour=str(hour))
-            planned = cluster_of(client, cluster_id)["backup"]["next_backup_at"]
-            due = datetime.fromisoformat(planned.replace("Z", "+00:00"))
+            set_backups(client, cluster_id, starting_time_hour=str(hour), verify_period_day="7")
+            planned = cluster_of(client, cluster_id)["backup"]
+            due = datetime.fromisoformat(planned["next_backup_at"].replace("Z", "+00:00"))
             assert due.hour == hour and due > datetime.now(timezone.utc)
+            verify_due = datetime.fromisoformat(planned["next_verify_at"].replace("Z", "+00:00"))
+            assert verify_due - due == timedelta(hours=1)
         api.stop()
-        offset = (due - datetime.now(timezone.utc)).total_seconds() + 5
+        offset = (due - datetime.now(timezone.utc)).total_seconds() + 3600 + 5
         api.env["PGDBAAS_SCHEDULER_CLOCK_OFFSET"] = str(offset)
         api.start()
         with api.client() as client:
-            deadline = time.monotonic() + 120
-            fired = []
-            while not fired and time.monotonic() < deadline:
+            deadline = time.monotonic() + 240
+            fired: dict = {}
+            while len(fired) < 2 and time.monotonic() < deadline:
                 listed = client.get("/v1/requests", params={"cluster_id": cluster_id, "size": 50}).json()["contents"]
-                fired = [r for r in listed if r["operation"] == "backup"]
+                fired = {r["operation"]: r for r in listed if r["operation"] in ("backup", "verify_backup")}
                 time.sleep(0.5)  # polling the API as a user would, bounded by the deadline
-            assert fired, "no scheduled backup was opened"
-            request = wait_request(client, fired[0]["request_id"], timeout=300)
-            assert request["state"] == "SUCCESS" and request["created_by"] == "scheduler", request
+            assert set(fired) == {"backup", "verify_backup"}, fired
+            for request in fired.values():
+                request = wait_request(client, request["request_id"], timeout=300)
+                assert request["state"] == "SUCCESS" and request["created_by"] == "scheduler", request
             listed = history(client, cluster_id)
             assert listed["total_count"] == 2
-            assert listed["contents"][0]["backup_type"] == "diff"  # the newest full is less than a week old
-            following = cluster_of(client, cluster_id)["backup"]["next_backup_at"]
-            assert datetime.fromisoformat(following.replace("Z", "+00:00")) - due == timedelta(days=1)
+            newest = listed["contents"][0]
+            assert newest["backup_type"] == "diff"  # the newest full is less than a week old
+            assert newest["verify_state"] == "VERIFIED"  # the verification took the newest backup
+            shown = cluster_of(client, cluster_id)["backup"]
+            assert datetime.fromisoformat(shown["next_backup_at"].replace("Z", "+00:00")) - due == timedelta(days=1)
+            assert shown["next_verify_at"] > shown["next_backup_at"]  # a week on
             terminate(client, names)
             names.clear()
     finally:
