@@ -398,13 +398,18 @@ def set_backup(ctx: Context, actor: Account, cluster_id: str, settings: BackupSe
                                secrets=ctx.settings.backup_secrets, allowed_states=(RUNNING,))
 
 
-def unset_backup(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+def _on_backups(ctx: Context, actor, cluster_id: str, kind: str, playbook: str, extravars: dict | None = None,
+                params: dict | None = None) -> Operation:
+    """An operation of `kind` running `playbook` on a RUNNING cluster whose backups are set."""
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
         require_backups_set(session, cluster)
-        return clusters.submit(ctx, session, cluster, actor, "unset_backup",
-                               [_backup_step(ctx, "unset_backup.yml", {})], secrets=ctx.settings.backup_secrets,
-                               allowed_states=(RUNNING,))
+        return clusters.submit(ctx, session, cluster, actor, kind, [_backup_step(ctx, playbook, extravars or {})],
+                               params=params, secrets=ctx.settings.backup_secrets, allowed_states=(RUNNING,))
+
+
+def unset_backup(ctx: Context, actor: Account, cluster_id: str) -> Operation:
+    return _on_backups(ctx, actor, cluster_id, "unset_backup", "unset_backup.yml")
 
 
 def take_backup(ctx: Context, actor, cluster_id: str, backup_type: str = "full", *, scheduled: bool = False,
@@ -518,12 +523,7 @@ def delete_archive(ctx: Context, actor: Account, cluster_id: str, log_type: str 
     if (log_type or "ALL") != "ALL":
         raise Invalid("type must be ALL (the archived WAL that no backup needs for its own consistency)",
                       field="type")
-    with ctx.sessions.begin() as session:
-        cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
-        require_backups_set(session, cluster)
-        return clusters.submit(ctx, session, cluster, actor, "delete_archive",
-                               [_backup_step(ctx, "delete_archive.yml", {})], secrets=ctx.settings.backup_secrets,
-                               allowed_states=(RUNNING,))
+    return _on_backups(ctx, actor, cluster_id, "delete_archive", "delete_archive.yml")
 
 
 # -- restore ---------------------------------------------------------------------------------------
