@@ -301,38 +301,36 @@ def test_verification_records_its_result_on_the_backup(admin, source):
     assert not entry["verify_detail"].get("problems")
 
 
-def test_a_corrupted_backup_fails_verification(admin, scratch, bserver):
-    cluster_id = new_cluster(admin, scratch, "tbk-corrupt")
-    port = port_of(admin, cluster_id)
-    with superuser(port) as conn:
-        conn.execute("create table items (batch int not null, n int not null)")
-        conn.execute("insert into items select 1, g from generate_series(1, 50000) g")
-        relation = conn.execute("select pg_relation_filepath('items')").fetchone()[0]
-    set_backups(admin, cluster_id)
-    entry, = history(admin, cluster_id)["contents"]
-    instance = cluster_of(admin, cluster_id)["instance_groups"][0]["instances"][0]["name"]
-    repo = Path(bserver.env["PGDBAAS_BACKUP_REPO_PATH"])
-    folder = repo / "backup" / instance / entry["backup_label"] / "pg_data" / Path(relation).parent
-    # base/<db>/<relfilenode>, compressed or not (.zst, .gz, .lz4)
+def corrupt_table_file(repo: Path, instance: str, label: str, relation: str) -> None:
+    """Flip 16 bytes in the middle of a table's file in the repository (compressed or not)."""
+    folder = repo / "backup" / instance / label / "pg_data" / Path(relation).parent
     stored, = [p for p in folder.iterdir() if p.name.split(".")[0] == Path(relation).name]
     data = bytearray(stored.read_bytes())
     middle = len(data) // 2
     data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
     stored.write_bytes(bytes(data))
 
+
+def test_corrupted_backup_fails_verification_then_removal_and_unset(admin, scratch, bserver):
+    """One cluster through the rest of its backups' life: verification catches a backup corrupted
+    in the repository; removal keeps what a restore point needs; unsetting keeps the histories left."""
+    cluster_id = new_cluster(admin, scratch, "tbk-remove")
+    with superuser(port_of(admin, cluster_id)) as conn:
+        conn.execute("create table items (batch int not null, n int not null)")
+        conn.execute("insert into items select 1, g from generate_series(1, 50000) g")
+        relation = conn.execute("select pg_relation_filepath('items')").fetchone()[0]
+    set_backups(admin, cluster_id)
+    first, = history(admin, cluster_id)["contents"]
+    instance = cluster_of(admin, cluster_id)["instance_groups"][0]["instances"][0]["name"]
+    corrupt_table_file(Path(bserver.env["PGDBAAS_BACKUP_REPO_PATH"]), instance, first["backup_label"], relation)
     response = admin.post(f"/v1/clusters/{cluster_id}/backup-histories/1/verify")
     assert response.status_code == 202
     assert wait_request(admin, response.json()["request_id"], timeout=300)["state"] == "ERROR"
-    entry, = history(admin, cluster_id)["contents"]
-    assert entry["verify_state"] == "FAILED"
-    assert entry["verify_detail"]["problems"]
+    first, = history(admin, cluster_id)["contents"]
+    assert first["verify_state"] == "FAILED" and first["verified_at"]
+    assert first["verify_detail"]["problems"]
     assert cluster_of(admin, cluster_id)["service_state"] == "RUNNING"  # the cluster itself is untouched
 
-
-def test_remove_backup_histories_then_unset_backup(admin, scratch):
-    """Removal keeps what a restore point needs; unsetting backups keeps the histories left."""
-    cluster_id = new_cluster(admin, scratch, "tbk-remove")
-    set_backups(admin, cluster_id)
     ok(admin, admin.post(f"/v1/clusters/{cluster_id}/backup-histories", json={"type": "diff"}))
     ok(admin, admin.post(f"/v1/clusters/{cluster_id}/backup-histories", json={"type": "full"}))
     assert history(admin, cluster_id)["total_count"] == 3
