@@ -50,7 +50,7 @@ molecule: deps
 	./tests/molecule.sh
 
 pytest: deps
-	$(BIN)/pytest
+	./tests/pytest_lanes.sh
 
 test: deps lint sanity molecule pytest
 
@@ -58,6 +58,7 @@ bench: deps
 	$(PY) bench/ansible_vs_raw.py
 	$(PY) bench/api_bench.py
 	$(PY) bench/queue_bench.py
+	$(PY) bench/backup_bench.py
 
 clean:
 	rm -rf .stamps ansible_collections
