@@ -442,3 +442,49 @@ def scheduled_backup_fires(api: ApiServer) -> None:
             with api.client() as client:
                 terminate(client, names)
         api.stop()
+
+
+def test_queue_mode_workers_fire_the_schedule(tmp_path):
+    """Multi-worker mode: the same schedule is fired by the workers (procrastinate periodic task
+    `scheduler`, every minute), with the clock moved the same way, on the PostgreSQL store."""
+    from cryptography.fernet import Fernet
+
+    from tests.api.harness import WorkerProcess, postgres_store
+
+    with repository() as repo, postgres_store("tbk-store", 57370, "sched-store-pass") as dsn:
+        env = {"PGDBAAS_EXECUTOR": "queue", "PGDBAAS_DATABASE_URL": dsn, "PGDBAAS_BACKUP_REPO_PATH": str(repo),
+               "PGDBAAS_SECRET_KEY": Fernet.generate_key().decode(), "PGDBAAS_PORT_RANGE": "57371-57379"}
+        api = ApiServer(tmp_path / "api", port_range=env["PGDBAAS_PORT_RANGE"], extra_env=env)
+        worker = WorkerProcess(tmp_path / "worker", extra_env=env, workers=1)
+        names: list = []
+        try:
+            api.start(120)
+            worker.start(120)
+            with api.client() as client:
+                cluster_id = new_cluster(client, names, "tbk-qsched")
+                hour = (datetime.now(timezone.utc) + timedelta(hours=3)).hour
+                set_backups(client, cluster_id, starting_time_hour=str(hour))
+                due = datetime.fromisoformat(cluster_of(client, cluster_id)["backup"]["next_backup_at"]
+                                             .replace("Z", "+00:00"))
+                worker.stop()
+                offset = (due - datetime.now(timezone.utc)).total_seconds() + 5
+                worker.env["PGDBAAS_SCHEDULER_CLOCK_OFFSET"] = str(offset)
+                worker.start(120)
+                deadline = time.monotonic() + 180  # the periodic task runs once a minute
+                fired = []
+                while not fired and time.monotonic() < deadline:
+                    listed = client.get("/v1/requests", params={"cluster_id": cluster_id}).json()["contents"]
+                    fired = [r for r in listed if r["operation"] == "backup"]
+                    time.sleep(0.5)  # polling the API as a user would, bounded by the deadline
+                assert fired, "the workers opened no scheduled backup"
+                request = wait_request(client, fired[0]["request_id"], timeout=300)
+                assert request["state"] == "SUCCESS" and request["created_by"] == "scheduler", request
+                assert history(client, cluster_id)["total_count"] == 2
+                terminate(client, names)
+                names.clear()
+        finally:
+            if names:
+                with api.client() as client:
+                    terminate(client, names)
+            worker.stop()
+            api.stop()
