@@ -28,7 +28,7 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/dbaas/postgresql"
 mkdir -p "$dest"
 rsync -a \
-    --exclude=/.git/ --exclude=/.venv/ --exclude=/ansible_collections/ --exclude=/.ci/ \
+    --exclude=/.git/ --exclude=/.venv --exclude=/ansible_collections/ --exclude=/.ci/ \
     --exclude=/api/ --exclude=/bench/ --exclude=/.stamps/ --exclude=/.ansible/ --exclude=/var/ \
     --include=/tests/ --include='/tests/sanity/***' --include='/tests/unit/***' \
     --include='/tests/integration/***' --exclude='/tests/*' \
