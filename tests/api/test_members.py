@@ -106,7 +106,7 @@ def test_itcare_patch_bad_body_is_400_in_itcare_shape_naming_the_field(admin, in
     assert [e["field"] for e in body["errors"]] == [field]
     assert field in body["message"]
     if field == "operation":
-        assert re.search(r"install_extension, start, stop", body["message"]) or "required" in body["message"]
+        assert re.search(r"install_extension, restore, start, stop", body["message"]) or "required" in body["message"]
         assert "explode" not in body["message"] and "resize" not in body["message"]  # never the input
     # Nothing was opened on the instance.
     after = admin.get(f"{ITCARE}/{instance}").json()
@@ -115,7 +115,7 @@ def test_itcare_patch_bad_body_is_400_in_itcare_shape_naming_the_field(admin, in
 
 def test_itcare_patch_unknown_operation_names_the_supported_ones(admin, instance):
     body = assert_itcare_error(admin.patch(f"{ITCARE}/{instance}", json={"operation": "explode"}), 400)
-    assert body["message"] == "operation: unknown operation; supported operations: install_extension, start, stop"
+    assert body["message"] == "operation: unknown operation; supported operations: install_extension, restore, start, stop"
 
 
 def test_itcare_patch_openapi_is_a_union_on_operation(admin):
@@ -124,7 +124,7 @@ def test_itcare_patch_openapi_is_a_union_on_operation(admin):
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["discriminator"]["propertyName"] == "operation"
     mapping = body["discriminator"]["mapping"]
-    assert set(mapping) == {"start", "stop", "install_extension"}
+    assert set(mapping) == {"start", "stop", "install_extension", "restore"}
     assert sorted(ref["$ref"] for ref in body["oneOf"]) == sorted(mapping.values())
     components = schema["components"]["schemas"]
 
@@ -137,6 +137,8 @@ def test_itcare_patch_openapi_is_a_union_on_operation(admin):
     options = resolve(install["properties"]["options"]["$ref"])
     assert set(options["required"]) == {"dbname", "extensions_list"}
     assert resolve(mapping["start"])["required"] == ["operation"]
+    restore = resolve(resolve(mapping["restore"])["properties"]["options"]["$ref"])
+    assert set(restore["required"]) == {"sourceId", "stop", "timestamp"}
     # The 400 of a bad body is declared with ITCare's error model.
     assert operation["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ItcareError")
 
