@@ -49,10 +49,13 @@ sanity: deps
 molecule: deps
 	./tests/molecule.sh
 
+# The test files (and, for `make test`, lint, sanity and each molecule scenario) as units run a few
+# at a time (PGDBAAS_TEST_JOBS, default 3): tests/suite.py says why that is safe.
 pytest: deps
-	./tests/pytest_lanes.sh
+	$(PY) tests/suite.py --pytest-only
 
-test: deps lint sanity molecule pytest
+test: deps
+	$(PY) tests/suite.py
 
 bench: deps
 	$(PY) bench/ansible_vs_raw.py

@@ -1,0 +1,188 @@
+"""`make test` and `make pytest`: the checks and test files as independent units, a few at a time.
+
+Most of the suite's time is spent waiting (PostgreSQL starting and replaying WAL, pgBackRest,
+ansible-runner jobs polled to their end): one unit at a time keeps the 2-core machine two-thirds
+idle. The units share nothing, so they run side by side:
+
+- every test module owns its instance names and port ranges (docs/playbooks.md, tests/api/conftest.py),
+  and each unit gets its own --basetemp;
+- the tests/api modules of SHARED_SERVER_MODULES use the one API server of tests/api/conftest.py
+  (fixture `server`, fixed ports): they are one unit, and that fixture refuses a module not listed;
+- lint, sanity (on a copy of the collection) and each molecule scenario (instances tmol_*) are units too;
+- the units of one entry of EXCLUSIVE never run at once (what they share is named there).
+
+Units start longest first (EXPECTED_SECONDS, measured on the 2-core CI machine; a unit not listed
+counts as 100 s). Each unit's output is printed whole when it ends, then a table of the units'
+times and the closing line over every pytest unit. The exit code is non-zero if any unit failed.
+Every unit runs in its own process group and is ended with it on SIGINT/SIGTERM.
+
+Usage: .venv/bin/python tests/suite.py [--jobs N] [--pytest-only] [pytest args...]
+       (PGDBAAS_TEST_JOBS sets the default of --jobs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.api.conftest import SHARED_SERVER_MODULES  # noqa: E402
+
+# Seconds each unit took here (2 cores, busy): only the order they start in, longest first.
+EXPECTED_SECONDS = {
+    "pytest shared API server": 760,
+    "pytest tests/api/test_backups.py": 590,
+    "pytest tests/collection/test_restore.py": 300,
+    "pytest tests/api/test_schemathesis.py": 300,
+    "sanity": 240,
+    "pytest tests/collection/test_pgbackrest.py": 220,
+    "pytest tests/api/test_queue.py": 155,
+    "pytest tests/api/test_secrets.py": 145,
+    "pytest tests/api/test_engine.py": 140,
+    "pytest tests/api/test_recovery.py": 130,
+    "pytest tests/api/test_tenant_roles.py": 105,
+    "lint": 90,
+}
+DEFAULT_EXPECTED = 100
+
+# Units that use one thing of the host each in its own way.
+EXCLUSIVE = {
+    # The binaries install method links /usr/lib/postgresql/16 to its relocatable tree: each its own tree.
+    "/usr/lib/postgresql/16": {"molecule binaries", "pytest tests/api/test_engine_binaries.py"},
+}
+
+
+@dataclass
+class Unit:
+    name: str
+    argv: list[str]
+    pytest: bool = False
+    log: Path | None = None
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    seconds: float = 0.0
+    code: int | None = None
+    counts: dict = field(default_factory=dict)
+
+
+def pytest_units(python: str, extra: list[str], basetemp: Path) -> list[Unit]:
+    shared = [f"tests/api/{name}.py" for name in sorted(SHARED_SERVER_MODULES)]
+    groups: dict[str, list[str]] = {"pytest shared API server": shared}
+    for folder in ("tests/collection", "tests/api"):
+        for path in sorted((ROOT / folder).glob("test_*.py")):
+            relative = str(path.relative_to(ROOT))
+            if relative not in shared:
+                groups[f"pytest {relative}"] = [relative]
+    missing = [name for name in shared if not (ROOT / name).exists()]
+    if missing:
+        raise SystemExit(f"SHARED_SERVER_MODULES names modules that do not exist: {missing}")
+    units = []
+    for index, (name, files) in enumerate(groups.items()):
+        argv = [python, "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={basetemp / str(index)}",
+                *files, *extra]
+        units.append(Unit(name, argv, pytest=True))
+    return units
+
+
+def check_units() -> list[Unit]:
+    scenarios = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+    return [Unit("lint", [str(ROOT / ".venv/bin/ansible-lint"), "--profile", "production"]),
+            Unit("sanity", [str(ROOT / "tests/sanity.sh")]),
+            *(Unit(f"molecule {s}", [str(ROOT / "tests/molecule.sh"), s]) for s in scenarios)]
+
+
+NO_TESTS_SELECTED = 5  # pytest's exit code
+COUNT_RE = re.compile(r"(\d+) (passed|failed|skipped|errors?)")
+
+
+def pytest_counts(log: Path) -> dict:
+    """The counts of pytest's last summary line ('3 passed, 1 failed in 12.0s')."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if re.search(r"\bin [0-9.]+s\b", line)]
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for count, word in COUNT_RE.findall(lines[-1] if lines else ""):
+        key = "failed" if word.startswith("error") else word
+        counts[key] += int(count)
+    return counts
+
+
+def run(units: list[Unit], jobs: int, logs: Path) -> None:
+    pending = sorted(units, key=lambda u: -EXPECTED_SECONDS.get(u.name, DEFAULT_EXPECTED))
+    running: list[Unit] = []
+
+    def stop_all(signum, _frame):
+        for unit in running:
+            os.killpg(unit.process.pid, signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    def startable() -> Unit | None:
+        held = {lock for lock, names in EXCLUSIVE.items() for u in running if u.name in names}
+        return next((u for u in pending if not any(u.name in EXCLUSIVE[lock] for lock in held)), None)
+
+    while pending or running:
+        while len(running) < jobs and (unit := startable()) is not None:
+            pending.remove(unit)
+            unit.log = logs / (re.sub(r"[^A-Za-z0-9_.-]+", "_", unit.name) + ".log")
+            with unit.log.open("w") as out:
+                unit.process = subprocess.Popen(unit.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, start_new_session=True)
+            unit.started = time.monotonic()
+            running.append(unit)
+            print(f"--- started {unit.name} (pid {unit.process.pid})", flush=True)
+        pid, status = os.wait()
+        unit = next((u for u in running if u.process.pid == pid), None)
+        if unit is None:
+            continue
+        running.remove(unit)
+        unit.process.returncode = unit.code = os.waitstatus_to_exitcode(status)
+        if unit.pytest and unit.code == NO_TESTS_SELECTED:  # e.g. -k matched nothing in that file
+            unit.code = 0
+        unit.seconds = time.monotonic() - unit.started
+        if unit.pytest:
+            unit.counts = pytest_counts(unit.log)
+        verdict = "passed" if unit.code == 0 else f"FAILED (exit {unit.code})"
+        print(f"=== {unit.name}: {verdict} in {unit.seconds:.0f} s", flush=True)
+        sys.stdout.write(unit.log.read_text(errors="replace"))
+        print(flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("PGDBAAS_TEST_JOBS", "3")))
+    parser.add_argument("--pytest-only", action="store_true", help="the pytest units only (make pytest)")
+    args, extra = parser.parse_known_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="pgdbaas-suite-") as work:
+        work = Path(work)
+        (work / "logs").mkdir()
+        (work / "tmp").mkdir()
+        units = pytest_units(sys.executable, extra, work / "tmp")
+        if not args.pytest_only:
+            units = check_units() + units
+        began = time.monotonic()
+        run(units, args.jobs, work / "logs")
+        wall = time.monotonic() - began
+    print(f"=== {len(units)} units, {args.jobs} at a time, in {wall / 60:.1f} min:")
+    for unit in sorted(units, key=lambda u: -u.seconds):
+        counts = ", ".join(f"{n} {k}" for k, n in unit.counts.items() if n) if unit.pytest else ""
+        print(f"  {unit.seconds:7.0f} s  {'ok  ' if unit.code == 0 else 'FAIL'}  {unit.name}  {counts}")
+    totals = {k: sum(u.counts.get(k, 0) for u in units) for k in ("passed", "failed", "skipped")}
+    failed_units = [u.name for u in units if u.code != 0]
+    print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped"
+          + (f"; units failed: {', '.join(failed_units)}" if failed_units else ""))
+    return 0 if all(u.code == 0 for u in units) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
