@@ -19,7 +19,7 @@ from api.engine.scheduler import SchedulerThread
 from api.errors import Conflict, ServiceError
 from api.executor import Executor
 from api.hosts import HostPool
-from api.routers import agent, dbaas, itcare, v1
+from api.routers import agent, dbaas, itcare, mgmt, v1
 from api.routers.common import declare_400_not_422, dialect_of, validation_problems
 from api.security import load_cipher
 from api.services import accounts, catalog, clusters, requests
@@ -167,4 +167,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agent.router)
     app.include_router(itcare.router)
     app.include_router(dbaas.router)
+    app.include_router(mgmt.router)
     return app
