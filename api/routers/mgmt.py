@@ -7,10 +7,10 @@ they made. A regular account gets 403 on every route, whatever its body.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from api.context import Context
 from api.deps import admin_account, get_context
@@ -26,8 +26,20 @@ PACKAGES = rule(catalog.PACKAGES_RE)
 BINARIES = rule(catalog.BINARIES_RE)
 IMAGE = rule(catalog.IMAGE_RE)
 REF = "an id, or a name"
+
+
+def _image_id(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= INT64_MAX:
+            raise ValueError("a number image_id must be within 0 to 2^63-1")
+        return str(value)
+    return value
+
+
 # The seed's image_id is a number (000) or Trove's image uuid: kept as given, shown as a string.
-ImageId = Annotated[int, Field(ge=0, le=INT64_MAX)] | Annotated[str, Field(max_length=255, json_schema_extra=IMAGE)]
+ImageId = Annotated[str, BeforeValidator(_image_id), Field(max_length=255), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+    {"type": "string", "maxLength": 255, **IMAGE}]})]
 
 
 class Body(BaseModel):
@@ -179,8 +191,6 @@ def _version(version: catalog.EngineVersion) -> VersionBody:
 
 def _changes(fields: BaseModel) -> catalog.VersionChanges:
     given = fields.model_dump(exclude_unset=True)
-    if given.get("image_id") is not None:
-        given["image_id"] = str(given["image_id"])
     known = catalog.VersionChanges.__dataclass_fields__
     return catalog.VersionChanges(**{k: v for k, v in given.items() if k in known})
 

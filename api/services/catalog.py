@@ -293,8 +293,9 @@ def for_new_cluster(ctx: Context, wanted: str, *, field_name: str = "dbaas_engin
                               "GET /v1/engine-versions", field=field_name)
         version = _view(row)
     if not version.active and not allow_inactive:
-        raise Invalid(f"engine version {version.id} (PostgreSQL {version.name}) is not active: it takes no new "
-                      "clusters", field=field_name)
+        which = "engine version" if wanted else "the default engine version"
+        raise Invalid(f"{which} {version.id} (PostgreSQL {version.name}) is not active: it takes no new clusters",
+                      field=field_name)
     return version
 
 
@@ -484,8 +485,9 @@ def update_version(ctx: Context, actor: Account, ref: str, changes: VersionChang
                    datastore: str | None = None) -> EngineVersion:
     """Change a version: by id (`PATCH /mgmt/datastores/versions/{id}`) or, of `datastore`, by id
     or name (`PATCH /mgmt/datastores/{datastore_id}/{version_id}`). Giving one install source
-    replaces the other. The default version stays active (409); a version that live clusters run
-    keeps its major (409)."""
+    replaces the other. A version that live clusters run keeps its major (409). Deactivating the
+    default version (the seed's example) is allowed: a create naming no version then answers 400
+    until an admin names another default."""
     require_admin(actor)
     _check_version_fields(changes)
     if all(getattr(changes, name) is None for name in VersionChanges.__dataclass_fields__):
@@ -512,9 +514,6 @@ def update_version(ctx: Context, actor: Account, ref: str, changes: VersionChang
                         Cluster.engine_version_id == row.id, Cluster.service_state != TERMINATED)):
                     raise Conflict(f"clusters run version {row.id}: its major stays {row.major}", field="version.name")
                 row.name, row.major = changes.name, major
-            if changes.active is False and owner.default_version_id == row.id:
-                raise Conflict(f"version {row.name} ({row.id}) is the default of datastore {owner.name}: make another "
-                               "version the default first (PATCH /mgmt/datastores/{id})", field="version.active")
             packages = row.packages if changes.packages is None else changes.packages
             binaries = row.binaries if changes.binaries is None else changes.binaries
             if changes.packages and changes.binaries is None:
