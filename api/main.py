@@ -19,10 +19,10 @@ from api.engine.scheduler import SchedulerThread
 from api.errors import Conflict, ServiceError
 from api.executor import Executor
 from api.hosts import HostPool
-from api.routers import agent, dbaas, itcare, v1
+from api.routers import agent, dbaas, itcare, mgmt, v1
 from api.routers.common import declare_400_not_422, dialect_of, validation_problems
 from api.security import load_cipher
-from api.services import accounts, clusters, requests
+from api.services import accounts, catalog, clusters, requests
 from api.settings import Settings
 from api.store import STARTUP_LOCK, advisory_lock, make_engine, migrate, session_factory
 from api.store.models import Account, Cluster, Operation
@@ -87,10 +87,11 @@ def boot_agent_instance(ctx: Context) -> Operation | None:
 
 
 def start_up(ctx: Context) -> None:
-    """The start-up duties (first admin, crash recovery, the agent's boot), one API process of
-    the store at a time: several may start at once on one PostgreSQL store."""
+    """The start-up duties (first admin, the engine catalog's seed, crash recovery, the agent's
+    boot), one API process of the store at a time: several may start at once on one PostgreSQL store."""
     with advisory_lock(ctx.sessions.kw["bind"], STARTUP_LOCK):
         accounts.ensure_admin(ctx)
+        catalog.seed(ctx)
         interrupted = requests.recover(ctx)
         if interrupted:
             log.warning("%d request(s) were interrupted by a restart", len(interrupted))
@@ -166,4 +167,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agent.router)
     app.include_router(itcare.router)
     app.include_router(dbaas.router)
+    app.include_router(mgmt.router)
     return app

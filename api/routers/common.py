@@ -213,7 +213,9 @@ V1 = Dialect("v1", "/v1", ErrorBody, _v1)
 AGENT = Dialect("agent", "/service/postgresql", AgentError, _agent)
 ITCARE = Dialect("itcare", "/itcare/databases/postgresql", ItcareError, _itcare)
 DBAAS = Dialect("dbaas", "/api", ErrorBody, _v1)
-DIALECTS = (AGENT, ITCARE, DBAAS, V1)
+# Trove's datastore management (admin accounts); the seed shows no error body: /v1's.
+MGMT = Dialect("mgmt", "/mgmt", ErrorBody, _v1)
+DIALECTS = (AGENT, ITCARE, DBAAS, MGMT, V1)
 
 
 def dialect_of(path: str) -> Dialect:

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api import catalog, operations as ops
+from api import operations as ops
 from api.context import Context
 from api.deps import current_account, get_context
-from api.errors import Conflict, Invalid
+from api.errors import Conflict
 from api.routers.common import INT64_MAX, ITCARE, rule
 from api.services import clusters as service
 from api.services import backups, databases, members
@@ -315,13 +315,10 @@ def _accepted(cluster: Cluster, operation: Operation, process: str) -> JSONRespo
              responses=ITCARE.responses(400, 409))
 def create_instance(request: CreateInstance, ctx: Context = Depends(get_context),
                     actor: Account = Depends(current_account)):
-    if catalog.find(ctx.settings, request.postgreVersion) is None:
-        majors = ", ".join(v.major for v in catalog.engine_versions(ctx.settings))
-        raise Invalid(f"postgreVersion: must be one of {majors}", field="postgreVersion")
     kept = {key: value for key, value in request.model_dump(exclude_unset=True).items() if key in KEPT_FIELDS}
     spec = service.ClusterSpec(name=request.name, engine_version=request.postgreVersion,
                                user_name=ADMIN_USER, user_password=request.admPassword, sizing=request.nodeSizing,
-                               dialect_fields={"itcare": kept})
+                               dialect_fields={"itcare": kept}, version_field="postgreVersion")
     cluster, operation = service.create_cluster(ctx, actor, spec)
     return _accepted(cluster, operation, "CREATE_POSTGRESQL")
 

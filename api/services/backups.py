@@ -20,11 +20,10 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from api import catalog
 from api.context import Context
 from api.engine.kinds import Step, registered
 from api.errors import Conflict, Invalid, NotFound
-from api.services import clusters
+from api.services import catalog, clusters
 from api.services.members import RESTORING, RUNNING
 from api.store.models import Account, Backup, BackupPolicy, Cluster, Credential, Database, Operation, utcnow
 
@@ -627,7 +626,7 @@ def restore(ctx: Context, actor: Account, source_id: str, spec: RestoreSpec) -> 
     cluster_spec = clusters.ClusterSpec(
         name=spec.name, engine_version=source_fields["engine_version"], encoding=source_fields["encoding"],
         locale=source_fields["locale"], sizing=spec.sizing, allowed_cidrs=spec.allowed_cidrs, tags=spec.tags,
-        timezone=source_fields["timezone"], host_name=source_host)
+        timezone=source_fields["timezone"], host_name=source_host, allow_inactive_version=True)
 
     def plan(cluster: Cluster, provision: Step) -> list[Step]:
         # The restored data brings the source's roles and databases: no initial user is made.
@@ -666,9 +665,7 @@ def restore_into(ctx: Context, actor: Account, target_id: str, source_id: str, t
             # Its stanza belongs to the data being replaced: pgBackRest would refuse the new data's WAL.
             raise Conflict(f"the destination {target_cluster.id} has backups set: unset them first "
                            f"(DELETE /v1/clusters/{target_cluster.id}/backups), then set them again after the restore")
-        version = catalog.find(ctx.settings, target_cluster.engine_version_id)
-        if version is None:
-            raise Conflict(f"engine version {target_cluster.engine_version_id} of {target_cluster.id} is not offered")
+        version = catalog.version_of(session, target_cluster)
         settings_vars = clusters.provision_step(target_cluster, version.source, version.path).extravars
         settings_vars = {k: v for k, v in settings_vars.items() if k not in ("pg_admin_user", "pg_database")}
         step = Step("restore.yml", {**settings_vars, **_restore_vars(source, target)})

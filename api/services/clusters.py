@@ -16,11 +16,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api import catalog
 from api.context import Context
 from api.engine import submit as engine_submit
 from api.engine.kinds import OperationKind, Outcome, Step, register, registered
 from api.errors import Conflict, Invalid, NotFound
+from api.services import catalog
 from api.services.members import (CREATING, ERROR, OBSERVED_STATES, PRIMARY, RESTARTING, RUNNING,  # noqa: F401
                                    SERVICE_STATES, STARTING, STOPPED, STOPPING, TERMINATED, TERMINATING,
                                    TRANSITIONAL, forget_instances, primary, record_observation)
@@ -54,6 +54,10 @@ class ClusterSpec:
     # Place the instance on this host (a restore goes where its source's repository is).
     host_name: str | None = None
     dialect_fields: dict = field(default_factory=dict)
+    # The body field naming the engine version, in this dialect's words (its 400 names it).
+    version_field: str = "dbaas_engine_version_id"
+    # A restore makes its source's version, whether or not the catalog still offers it to new clusters.
+    allow_inactive_version: bool = False
 
 
 # -- observed facts shared by every service ------------------------------------------------
@@ -147,11 +151,8 @@ def _validate(ctx: Context, spec: ClusterSpec) -> catalog.EngineVersion:
     if not CLUSTER_NAME_RE.match(spec.name):
         raise Invalid("name must be 3-63 characters: lowercase letters, digits, _ or -, starting with a letter",
                       field="name")
-    version = catalog.find(ctx.settings, spec.engine_version or ctx.settings.default_version)
-    if version is None:
-        known = ", ".join(v.id for v in catalog.engine_versions(ctx.settings))
-        raise Invalid(f"unknown engine version {spec.engine_version!r}; this installation offers {known}",
-                      field="dbaas_engine_version_id")
+    version = catalog.for_new_cluster(ctx, spec.engine_version, field_name=spec.version_field,
+                                      allow_inactive=spec.allow_inactive_version)
     if spec.database_name:
         check_sql_name(spec.database_name, "database_name")
     if spec.user_name or spec.user_password or spec.database_name:

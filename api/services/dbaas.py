@@ -13,12 +13,11 @@ import unicodedata
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api import catalog
 from api.context import Context
 from api.engine.kinds import registered
 from api.errors import Conflict, Invalid, NotFound
 from api.security import generate_password
-from api.services import clusters, databases
+from api.services import catalog, clusters, databases
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster, Credential, Database, Operation, Plan, Project
 
@@ -194,9 +193,7 @@ def _resume_create(ctx: Context, actor: Account, name: str, new: databases.NewDa
         step, params, secrets = databases.plan_create_database(ctx, new)
         steps = [step]
         if cluster.service_state != clusters.RUNNING:
-            version = catalog.find(ctx.settings, cluster.engine_version_id)
-            if version is None:
-                raise Conflict(f"engine version {cluster.engine_version_id} is no longer offered")
+            version = catalog.version_of(session, cluster)
             steps.insert(0, clusters.provision_step(cluster, version.source, version.path))
         return clusters.submit(ctx, session, cluster, actor, "dbaas_create", steps, params=params, secrets=secrets,
                                allowed_states=(clusters.RUNNING, clusters.ERROR))

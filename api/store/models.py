@@ -276,3 +276,48 @@ class Backup(Base):
     verified_at: Mapped[datetime | None] = mapped_column(nullable=True)
     verify_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     verify_detail: Mapped[dict] = mapped_column(default=dict)
+
+
+class Datastore(Base):
+    """A datastore of the engine catalog (Trove's word): PostgreSQL, seeded at start-up from what
+    this machine installs, or one an admin made (`POST /mgmt/datastores`)."""
+
+    __tablename__ = "datastores"
+    __table_args__ = (UniqueConstraint("name", name="uq_datastores_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    # The version a create uses when it names none. No foreign key (versions point here): the
+    # catalog service keeps it one of this datastore's active versions.
+    default_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    versions: Mapped[list[DatastoreVersion]] = relationship(
+        back_populates="datastore", order_by="DatastoreVersion.created_at", lazy="selectin")
+
+
+class DatastoreVersion(Base):
+    """One installable engine version of a datastore: what `clusters.engine_version_id` names.
+    Seeded ones keep the ids clusters had before the catalog was stored (`postgresql-15`)."""
+
+    __tablename__ = "datastore_versions"
+    __table_args__ = (UniqueConstraint("datastore_id", "name", name="uq_datastore_version_name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    datastore_id: Mapped[str] = mapped_column(ForeignKey("datastores.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))  # the PostgreSQL version, e.g. 16.14
+    major: Mapped[str] = mapped_column(String(8))  # its first number
+    manager: Mapped[str] = mapped_column(String(32), default="postgresql")
+    # Where the install role takes it from: apt packages, or a relocatable binaries tree (a path on
+    # the database hosts); exactly one is set.
+    packages: Mapped[str] = mapped_column(String(255), default="")
+    binaries: Mapped[str] = mapped_column(String(255), default="")
+    image_id: Mapped[str] = mapped_column(String(255), default="")  # opaque (Trove's image): kept, unused
+    active: Mapped[bool] = mapped_column(default=True)
+    end_of_service: Mapped[bool] = mapped_column(default=False)
+    origin: Mapped[str] = mapped_column(String(16), default="admin")  # admin | discovered (the start-up seed)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    datastore: Mapped[Datastore] = relationship(back_populates="versions", lazy="joined")

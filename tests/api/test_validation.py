@@ -136,7 +136,8 @@ def test_openapi_declares_the_errors_each_route_answers(admin):
     document = admin.get("/openapi.json").json()
     schemas = document["components"]["schemas"]
     assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
-    models = {"/v1": "ErrorBody", "/api/": "ErrorBody", "/itcare/": "ItcareError", "/service/": "AgentError"}
+    models = {"/v1": "ErrorBody", "/api/": "ErrorBody", "/itcare/": "ItcareError", "/service/": "AgentError",
+              "/mgmt/": "ErrorBody"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
@@ -156,7 +157,7 @@ def test_openapi_declares_the_errors_each_route_answers(admin):
                 assert "404" in responses, where
             if method in ("post", "patch", "delete") and not path.startswith("/v1/tokens"):
                 assert "409" in responses, where
-            if path.startswith("/v1/accounts"):
+            if path.startswith(("/v1/accounts", "/mgmt/")):
                 assert "403" in responses, where
     # The error bodies are documented models.
     assert set(schemas["ErrorBody"]["properties"]) == {"detail", "field", "request_id"}

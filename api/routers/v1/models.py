@@ -227,11 +227,22 @@ class EngineVersionOut(BaseModel):
     os_version: str
     product_image_type: str = "PostgreSQL Community"
     software_version: str
-    install_source: str
+    install_source: str = Field(description="apt (Debian packages) or binaries (a relocatable tree)")
+    active: bool = Field(description="new clusters may use it")
+    default: bool = Field(description="what a create that names no version uses")
 
 
 class EngineVersionList(BaseModel):
     contents: list[EngineVersionOut]
+
+
+class EngineProperty(BaseModel):
+    name: str
+    value: str
+
+
+class EnginePropertyList(BaseModel):
+    contents: list[EngineProperty]
 
 
 class AccountCreate(Strict):
