@@ -9,12 +9,20 @@ hold exactly the batches committed at or before the target (a batch committed ex
 is in with inclusive, out with exclusive); a restore by backup label exactly those of the backup;
 latest all of them. Instances trs* use ports 57150-57199, scratch instances of verification
 57200-57249; everything made is dropped at the end, also on failure.
+
+Each test passes alone and in any order. The source (fixture source) is shared; a test that commits a
+batch on it records it in source.commits, and what a restore to the end must hold is every batch
+recorded. The target instance is shared too: every test that checks what a restore put in it restores
+with pg_restore_force (so that it restores whatever the target held), the test of a repeated request
+makes the restore it repeats, and the tests that need the target only running get it from the fixture
+target. The backups a test takes on the source are removed at its end.
 """
 
 from __future__ import annotations
 
 import datetime
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -159,6 +167,17 @@ def source(play, repo):
             print('  %s: %.1f %s' % (name, seconds, phases))
 
 
+def remove_backup(label):
+    """pgbackrest expire --set=<label> on the source's stanza: the repository as before the test."""
+    removed = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--set=%s' % label, 'expire')
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+
+
+def all_batches(source):
+    """What a restore to the end of the source's WAL holds: every batch committed so far."""
+    return expected(*source.commits)
+
+
 def record(timing, run, task):
     """Keep how long the playbook and the module's phases took (printed at the end of the module)."""
     found = [r for r in run.results if r['_task'] == task]
@@ -171,6 +190,19 @@ def restore(play, source, timing=None, **extra):
     if timing:
         record(timing, run, 'Restore the backup into the instance')
     return run
+
+
+@pytest.fixture
+def target(play, source):
+    """The target instance, running, made for TARGET_ID: restored from the first backup when it is missing or
+    when a failed restore left it stopped."""
+    inst = PgInstance(TARGET, TARGET_PORT)
+    if TARGET not in clusters() or not inst.running():
+        run = restore(play, source, pg_restore_type='backup', pg_restore_backup_label=source.first_backup,
+                      pg_restore_force=True)
+        assert not run.failed, run.msg
+    assert inst.running()
+    return inst
 
 
 def check_ordinary(inst):
@@ -201,7 +233,7 @@ def test_restore_to_a_time(play, source, case):
     creates = TARGET not in clusters()
     run = restore(play, source, timing='restore to a time (%s%s)' % (case, ', target made' if creates else ''),
                   pg_restore_type='time', pg_restore_time=target.isoformat(), pg_restore_inclusive=inclusive,
-                  pg_restore_source_port=SOURCE_PORT)
+                  pg_restore_source_port=SOURCE_PORT, pg_restore_force=True)
     assert not run.failed, run.msg
     inst = PgInstance(TARGET, TARGET_PORT)
     assert batches(inst) == holds
@@ -217,14 +249,17 @@ def test_restore_to_a_time(play, source, case):
 
 
 def test_repeating_a_restore_changes_nothing(play, source):
+    between = source.commits[4] + (source.commits[5] - source.commits[4]) / 2
+    request = dict(pg_restore_type='time', pg_restore_time=between.isoformat(), pg_restore_inclusive=False,
+                   pg_restore_source_port=SOURCE_PORT)
+    first = restore(play, source, **request)  # nothing to do when the target holds this restore already
+    assert not first.failed, first.msg
     inst = PgInstance(TARGET, TARGET_PORT)
+    assert batches(inst) == expected(1, 2, 3, 4)
     with inst.connect('app') as conn:
         conn.execute('INSERT INTO items (batch) VALUES (99)')  # written after the restore: must survive
     pid = inst.postmaster_pid()
-    between = source.commits[4] + (source.commits[5] - source.commits[4]) / 2
-    run = restore(play, source, timing='repeated restore (unchanged)', pg_restore_type='time',
-                  pg_restore_time=between.isoformat(), pg_restore_inclusive=False,
-                  pg_restore_source_port=SOURCE_PORT)
+    run = restore(play, source, timing='repeated restore (unchanged)', **request)
     assert not run.failed, run.msg
     assert run.changed == 0
     assert inst.postmaster_pid() == pid
@@ -234,7 +269,7 @@ def test_repeating_a_restore_changes_nothing(play, source):
 
 def test_restore_by_backup_label(play, source):
     run = restore(play, source, timing='restore by backup label', pg_restore_type='backup',
-                  pg_restore_backup_label=source.first_backup)
+                  pg_restore_backup_label=source.first_backup, pg_restore_force=True)
     assert not run.failed, run.msg
     inst = PgInstance(TARGET, TARGET_PORT)
     assert batches(inst) == expected(1, 2)
@@ -246,27 +281,31 @@ def test_restore_by_backup_label(play, source):
 def test_restore_latest_after_check_of_the_running_source(play, source):
     source.commit_batch(6)  # in the current WAL segment of the source, archived by pgbackrest check only
     run = restore(play, source, timing='restore latest (with check)', pg_restore_type='latest',
-                  pg_restore_source_port=SOURCE_PORT)
+                  pg_restore_source_port=SOURCE_PORT, pg_restore_force=True)
     assert not run.failed, run.msg
     assert run.report['restore']['type'] == 'latest'
     inst = PgInstance(TARGET, TARGET_PORT)
-    assert batches(inst) == expected(1, 2, 3, 4, 5, 6)
+    assert batches(inst) == all_batches(source)
     check_ordinary(inst)
 
 
-def test_check_mode_touches_nothing(run_module, source):
-    inst = PgInstance(TARGET, TARGET_PORT)
+def test_check_mode_touches_nothing(run_module, source, target):
+    inst = target
     pid = inst.postmaster_pid()
+    held = batches(inst)
+    # A restore no other test makes, so the target never holds it already (it would hold batches 1-3).
+    moment = source.commits[3] + (source.commits[4] - source.commits[3]) / 2
     result = run_module('pgbackrest_restore', dict(inst.args, instance_id=TARGET_ID, source_stanza=SOURCE,
-                                                  type='backup', backup_label=source.first_backup), check=True)
+                                                  type='time', target_time=moment.isoformat()), check=True)
     assert result['changed'] is True and not result.get('failed'), result
     assert result['restore']['promoted_at'] is None
-    assert inst.postmaster_pid() == pid and batches(inst) == expected(1, 2, 3, 4, 5, 6)
+    assert inst.postmaster_pid() == pid and batches(inst) == held
 
 
-def test_restore_refuses_an_instance_made_for_another_id(play, source):
-    inst = PgInstance(TARGET, TARGET_PORT)
+def test_restore_refuses_an_instance_made_for_another_id(play, source, target):
+    inst = target
     pid = inst.postmaster_pid()
+    held = batches(inst)
     conf = {p: p.read_bytes() for p in inst.conf_dir.rglob('*') if p.is_file()}
     run = restore(play, source, pg_instance_id='another-id', pg_restore_type='backup',
                   pg_restore_backup_label=source.first_backup)
@@ -274,7 +313,7 @@ def test_restore_refuses_an_instance_made_for_another_id(play, source):
     assert run.msg == ("Refusing to restore into instance 15/%s for id 'another-id': it was made for id %s. "
                        'Nothing was changed.' % (TARGET, TARGET_ID)), run.msg
     assert inst.postmaster_pid() == pid
-    assert batches(inst) == expected(1, 2, 3, 4, 5, 6)
+    assert batches(inst) == held
     assert {p: p.read_bytes() for p in inst.conf_dir.rglob('*') if p.is_file()} == conf
 
 
@@ -314,76 +353,95 @@ def test_verify_a_good_backup(play, source):
     assert not os.path.exists(os.path.join(SOCKET_DIR, '.s.PGSQL.%d' % SCRATCH_PORT))
 
 
-def newest_backup(play):
-    info = play(SOURCE, 'backup_info')
-    assert not info.failed, info.msg
-    return info.report['backup_info']['backups'][-1]['label']
+def source_labels():
+    """Labels of the source's backups, as pgbackrest info lists them."""
+    info = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--output=json', 'info')
+    assert info.returncode == 0, info.stderr
+    return [backup['label'] for backup in json.loads(info.stdout)[0]['backup']]
+
+
+def take_full_backup():
+    """A full backup of the source taken with pgbackrest itself: (its label, pgbackrest's output)."""
+    before = source_labels()
+    taken = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--type=full', 'backup')
+    assert taken.returncode == 0, taken.stderr
+    new = [label for label in source_labels() if label not in before]
+    assert len(new) == 1, new
+    return new[0], taken.stdout + taken.stderr
 
 
 def test_verify_catches_a_page_corrupted_on_the_source(play, source):
     """A page damaged on the source's disk is backed up as it is (pgBackRest warns, and the file's checksum in
     the backup is that of the damaged file, so the restore succeeds): pg_amcheck and the row count find it."""
     src = source.inst
+    label = None
     with src.connect() as conn:
         conn.execute('CREATE DATABASE damaged')
     try:
-        with src.connect('damaged') as conn:
-            conn.execute('CREATE TABLE junk AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 2000) g')
-            relpath = conn.execute("SELECT pg_relation_filepath('junk')").fetchone()[0]
-        sh('pg_ctlcluster', PG_VERSION, SOURCE, 'stop')  # the page is on disk, not only in shared buffers
         try:
-            path = src.data_dir / relpath
-            data = bytearray(path.read_bytes())
-            at = 8192 + 4000  # inside the tuples of the second page
-            data[at:at + 16] = bytes(b ^ 0xFF for b in data[at:at + 16])
-            path.write_bytes(bytes(data))
+            with src.connect('damaged') as conn:
+                conn.execute('CREATE TABLE junk AS SELECT g AS id, md5(g::text) AS note '
+                             'FROM generate_series(1, 2000) g')
+                relpath = conn.execute("SELECT pg_relation_filepath('junk')").fetchone()[0]
+            sh('pg_ctlcluster', PG_VERSION, SOURCE, 'stop')  # the page is on disk, not only in shared buffers
+            try:
+                path = src.data_dir / relpath
+                data = bytearray(path.read_bytes())
+                at = 8192 + 4000  # inside the tuples of the second page
+                data[at:at + 16] = bytes(b ^ 0xFF for b in data[at:at + 16])
+                path.write_bytes(bytes(data))
+            finally:
+                sh('pg_ctlcluster', PG_VERSION, SOURCE, 'start')
+            label, output = take_full_backup()
+            assert 'invalid page checksum' in output
         finally:
-            sh('pg_ctlcluster', PG_VERSION, SOURCE, 'start')
-        taken = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--type=full', 'backup')
-        assert taken.returncode == 0, taken.stderr
-        assert 'invalid page checksum' in taken.stdout + taken.stderr
-        label = newest_backup(play)
-    finally:
-        with src.connect() as conn:
-            conn.execute('DROP DATABASE IF EXISTS damaged')
+            with src.connect() as conn:
+                conn.execute('DROP DATABASE IF EXISTS damaged')
 
-    run = play(SOURCE, 'verify_backup', pg_verify_backup_label=label, pg_verify_port=SCRATCH_PORT + 2)
-    record('verify (page corrupted on the source)', run, 'Verify the backup in a scratch instance')
-    assert run.failed
-    verification = run.report['verification']
-    assert verification['verified'] is False, verification
-    problems = '\n'.join(verification['problems'])
-    assert problems.startswith('pg_amcheck found problems'), problems
-    assert 'junk' in problems and 'checksum' in problems, problems
-    assert any(p.startswith('reading table damaged.public.junk failed: ') for p in verification['problems']), problems
-    assert {d['name'] for d in verification['per_database']} >= {'app', 'damaged', 'postgres'}
-    assert SCRATCH not in clusters()
+        run = play(SOURCE, 'verify_backup', pg_verify_backup_label=label, pg_verify_port=SCRATCH_PORT + 2)
+        record('verify (page corrupted on the source)', run, 'Verify the backup in a scratch instance')
+        assert run.failed
+        verification = run.report['verification']
+        assert verification['verified'] is False, verification
+        problems = '\n'.join(verification['problems'])
+        assert problems.startswith('pg_amcheck found problems'), problems
+        assert 'junk' in problems and 'checksum' in problems, problems
+        assert any(p.startswith('reading table damaged.public.junk failed: ')
+                   for p in verification['problems']), problems
+        assert {d['name'] for d in verification['per_database']} >= {'app', 'damaged', 'postgres'}
+        assert SCRATCH not in clusters()
+    finally:
+        if label:
+            remove_backup(label)
 
 
 def test_verify_catches_a_corrupted_backup(play, source):
     src = source.inst
-    taken = as_postgres('pgbackrest', '--stanza=%s' % SOURCE, '--type=full', 'backup')
-    assert taken.returncode == 0, taken.stderr
-    label = newest_backup(play)
-    with src.connect('app') as conn:
-        relpath = conn.execute("SELECT pg_relation_filepath('items')").fetchone()[0]
-    stored = glob.glob('%s/backup/%s/%s/pg_data/%s*' % (source.repo, SOURCE, label, relpath))
-    stored = [p for p in stored if os.path.basename(p).split('.')[0] == os.path.basename(relpath)]
-    assert len(stored) == 1, stored  # base/<db>/<relfilenode>, compressed or not (.zst, .gz, .lz4)
-    data = bytearray(Path(stored[0]).read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
-    Path(stored[0]).write_bytes(bytes(data))
+    label, dummy = take_full_backup()
+    try:
+        with src.connect('app') as conn:
+            relpath = conn.execute("SELECT pg_relation_filepath('items')").fetchone()[0]
+        stored = glob.glob('%s/backup/%s/%s/pg_data/%s*' % (source.repo, SOURCE, label, relpath))
+        stored = [p for p in stored if os.path.basename(p).split('.')[0] == os.path.basename(relpath)]
+        assert len(stored) == 1, stored  # base/<db>/<relfilenode>, compressed or not (.zst, .gz, .lz4)
+        data = bytearray(Path(stored[0]).read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+        Path(stored[0]).write_bytes(bytes(data))
 
-    run = play(SOURCE, 'verify_backup', pg_verify_backup_label=label, pg_verify_port=SCRATCH_PORT + 1)
-    record('verify (corrupted backup)', run, 'Verify the backup in a scratch instance')
-    assert run.failed
-    verification = run.report['verification']  # reported before the play fails
-    assert verification['verified'] is False and verification['label'] == label
-    assert verification['problems'] and 'restore' in verification['problems'][0], verification['problems']
-    assert run.msg.startswith('Backup %s of instance 15/%s is not verified: ' % (label, SOURCE)), run.msg
-    assert SCRATCH not in clusters()
-    assert not (Path('/etc/postgresql') / PG_VERSION / SCRATCH).exists()
-    assert as_postgres(str(PG_BIN / 'pg_isready'), '-h', SOCKET_DIR, '-p', str(SCRATCH_PORT + 1)).returncode != 0
-    with psycopg.connect(host=SOCKET_DIR, port=SOURCE_PORT, user='postgres', dbname='app') as conn:
-        assert conn.execute('SELECT count(*) FROM items').fetchone()[0] == 7 * ROWS_PER_BATCH  # source intact
+        run = play(SOURCE, 'verify_backup', pg_verify_backup_label=label, pg_verify_port=SCRATCH_PORT + 1)
+        record('verify (corrupted backup)', run, 'Verify the backup in a scratch instance')
+        assert run.failed
+        verification = run.report['verification']  # reported before the play fails
+        assert verification['verified'] is False and verification['label'] == label
+        assert verification['problems'] and 'restore' in verification['problems'][0], verification['problems']
+        assert run.msg.startswith('Backup %s of instance 15/%s is not verified: ' % (label, SOURCE)), run.msg
+        assert SCRATCH not in clusters()
+        assert not (Path('/etc/postgresql') / PG_VERSION / SCRATCH).exists()
+        assert as_postgres(str(PG_BIN / 'pg_isready'), '-h', SOCKET_DIR, '-p',
+                           str(SCRATCH_PORT + 1)).returncode != 0
+        with psycopg.connect(host=SOCKET_DIR, port=SOURCE_PORT, user='postgres', dbname='app') as conn:
+            rows = conn.execute('SELECT count(*) FROM items').fetchone()[0]
+        assert rows == len(source.commits) * ROWS_PER_BATCH  # source intact: every batch committed
+    finally:
+        remove_backup(label)
