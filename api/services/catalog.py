@@ -282,19 +282,19 @@ def for_new_cluster(ctx: Context, wanted: str, *, field_name: str = "dbaas_engin
             row = _lookup(session, wanted)
             if row is None:
                 offered = ", ".join(v.id for v in list_versions(ctx)) or "none"
-                raise Invalid(f"unknown engine version {_shown(wanted)}; this installation offers {offered}",
+                raise Invalid(f"{field_name}: unknown engine version {_shown(wanted)}; this installation offers {offered}",
                               field=field_name)
         else:
             datastore = _seeded_datastore(session)
             row = session.get(DatastoreVersion, datastore.default_version_id) \
                 if datastore is not None and datastore.default_version_id else None
             if row is None:
-                raise Invalid("this installation has no default engine version: name one from "
+                raise Invalid(f"{field_name}: this installation has no default engine version: name one from "
                               "GET /v1/engine-versions", field=field_name)
         version = _view(row)
     if not version.active and not allow_inactive:
         which = "engine version" if wanted else "the default engine version"
-        raise Invalid(f"{which} {version.id} (PostgreSQL {version.name}) is not active: it takes no new clusters",
+        raise Invalid(f"{field_name}: {which} {version.id} (PostgreSQL {version.name}) is not active: it takes no new clusters",
                       field=field_name)
     return version
 

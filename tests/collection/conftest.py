@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,18 @@ IDENT_LINES = 'pgdbaas root postgres\npgdbaas postgres postgres\n'
 HBA_TCP_LINE = 'host    all   all   127.0.0.1/32   scram-sha-256\n'
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A failed command whose message carries what it printed on stderr."""
+
+    def __str__(self):
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 def sh(*argv, check=True):
-    return subprocess.run(argv, capture_output=True, text=True, check=check, stdin=subprocess.DEVNULL)
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if check and done.returncode:
+        raise CommandFailed(done.returncode, argv, done.stdout, done.stderr)
+    return done
 
 
 class Result(dict):
@@ -193,6 +204,8 @@ class PgInstance:
     def create(self, settings=None):
         if self.conf_dir.exists():  # left over by an interrupted run of these tests
             self.drop()
+        elif self.data_dir.exists():  # ... or a data directory whose configuration it removed
+            shutil.rmtree(self.data_dir)
         sh('pg_createcluster', PG_VERSION, self.cluster, '-p', str(self.port))
         hba = self.conf_dir / 'pg_hba.conf'
         lines = [line for line in hba.read_text().splitlines(keepends=True)
