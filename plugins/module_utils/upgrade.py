@@ -37,7 +37,8 @@ START_CONF_AUTO = """# Automatic startup configuration (restored by dbaas.postgr
 auto
 """
 # What pg_upgrade's output says before the reason of a failure.
-_FATAL_RE = re.compile(r'fatal|failure|could not|error', re.I)
+# A check line ends with "fatal"; other failures start with one of these words.
+_FATAL_RE = re.compile(r'\bfatal\s*$|^\s*(failure|could not|error|fatal|there seems)', re.I)
 _LSN_RE = re.compile(r'^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$')
 # Report files pg_upgrade writes and names in its output (loadable_libraries.txt, tables_using_*.txt, ...).
 MAX_REPORT_CHARS = 4000

@@ -310,11 +310,10 @@ class Upgrade:
     def check_marker(self, version, what):
         owner = read_marker(conf_dir(version, self.cluster))
         if owner != self.instance_id:
+            marker = os.path.join(conf_dir(version, self.cluster), MARKER_NAME)
+            why = ('it was made for id %s' % owner) if owner else 'it has no %s marker (not made by pgdbaas)' % marker
             self.fail('Refusing to %s instance %s/%s for id %r: %s. Nothing was changed.'
-                      % (what, version, self.cluster, self.instance_id,
-                         ('it was made for id %s' % owner) if owner else
-                         'it has no %s marker (not made by pgdbaas)' % os.path.join(conf_dir(version, self.cluster),
-                                                                                   MARKER_NAME)))
+                      % (what, version, self.cluster, self.instance_id, why))
 
     # -- preflight
 
@@ -353,9 +352,9 @@ class Upgrade:
             if read_record(target_conf) is not None:
                 record = read_record(target_conf)
                 self.fail('Refusing to upgrade instance %s/%s to %s: instance %s/%s was already upgraded from '
-                          'PostgreSQL %s. Nothing was changed.' % (self.version, self.cluster, self.target,
-                                                                    self.target, self.cluster,
-                                                                    record.get('from_major')))
+                          'PostgreSQL %s. Nothing was changed.'
+                          % (self.version, self.cluster, self.target, self.target, self.cluster,
+                             record.get('from_major')))
             self.result['leftover'] = True  # an interrupted upgrade of this id: made again
         elif os.path.lexists(target_data):
             self.fail('Refusing to upgrade instance %s/%s to %s: the data directory %s already exists without its '
@@ -478,6 +477,7 @@ class Upgrade:
         if exists(self.target, self.cluster):
             self.run(['pg_dropcluster', '--stop', self.target, self.cluster], as_owner=False, timeout=300)
         self.remove_dir(conf_dir(self.target, self.cluster))
+        self.remove_dir(os.path.join(DATA_ROOT, self.target, self.cluster))
         self.remove_empty(os.path.join(CONF_ROOT, self.target))
 
     @staticmethod
@@ -680,7 +680,10 @@ class Upgrade:
         if self.module.check_mode:
             return
         new_ctl.stop(self.result, timeout=120)
-        self.run(['pg_dropcluster', self.version, self.cluster], as_owner=False, timeout=300)
+        rc, out, err = self.run(['pg_dropcluster', self.version, self.cluster], as_owner=False, timeout=300)
+        if rc:
+            self.fail('pg_dropcluster %s %s failed (rc=%d): %s; instance %s/%s (the old one) is still stopped.'
+                      % (self.version, self.cluster, rc, (err or out).strip(), old_major, self.cluster))
         self.remove_dir(new_conf)
         self.remove_empty(os.path.join(CONF_ROOT, self.version))
         set_port(os.path.join(old_conf, 'postgresql.conf'), int(record['port']))
