@@ -38,7 +38,8 @@ auto
 """
 # What pg_upgrade's output says before the reason of a failure.
 # A check line ends with "fatal"; other failures start with one of these words.
-_FATAL_RE = re.compile(r'\bfatal\s*$|^\s*(failure|could not|error|fatal|there seems)', re.I)
+_FATAL_RE = re.compile(r'\bfatal\s*$', re.I)
+_OK_RE = re.compile(r'\bok\s*$')
 _LSN_RE = re.compile(r'^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$')
 # Report files pg_upgrade writes and names in its output (loadable_libraries.txt, tables_using_*.txt, ...).
 MAX_REPORT_CHARS = 4000
@@ -114,8 +115,8 @@ def report_files(*roots):
     return found
 
 
-def log_tails(roots, names=('pg_upgrade_server.log',), lines=15):
-    """{path: last lines} of pg_upgrade's server logs under roots (why a server did not start)."""
+def log_tails(roots, names=('pg_upgrade_utility.log', 'pg_upgrade_dump_*.log', 'pg_upgrade_server.log'), lines=12):
+    """{path: last lines} of pg_upgrade's logs under roots (a failed restore, a server that did not start)."""
     found = {}
     for root in roots:
         if not root or not os.path.isdir(root):
@@ -133,17 +134,19 @@ def log_tails(roots, names=('pg_upgrade_server.log',), lines=15):
 def output_reason(stdout, stderr=''):
     """The part of pg_upgrade's output that says why it failed.
 
-    pg_upgrade prints one line per check ("Checking for presence of required libraries   fatal"),
-    then a paragraph explaining the failure and naming a report file, then "Failure, exiting".
-    The reason is everything from the first line that says fatal/failure/error on, else the last
-    lines.
+    pg_upgrade prints one line per check or step ("Checking for presence of required libraries
+    fatal", "Checking database user is the install user   ok"), then a paragraph explaining the
+    failure, often naming a report file, then "Failure, exiting". The reason is everything from the
+    first check that says fatal on; else what follows the last step that said ok (the step that
+    failed and its explanation), at most 25 lines.
     """
     lines = [line.rstrip() for line in (stdout or '').splitlines() if line.strip()]
     lines += [line.rstrip() for line in (stderr or '').splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if _FATAL_RE.search(line):
             return '\n'.join(lines[index:])
-    return '\n'.join(lines[-15:])
+    last_ok = max((index for index, line in enumerate(lines) if _OK_RE.search(line)), default=-1)
+    return '\n'.join((lines[last_ok + 1:] or lines)[-25:])
 
 
 def failure_message(what, stdout, stderr, roots, server_logs=False):

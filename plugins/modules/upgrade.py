@@ -91,6 +91,12 @@ attributes:
     platforms: posix
 notes:
   - The target's binaries must be installed (role dbaas.postgresql.install, C(tasks_from=software)).
+  - pg_dump dumps every attribute option of a user column and the target refuses names it does not know. The
+    PostgreSQL 15.20 build of Debian on this platform stamps C(pg_attver=<n>) on every column, which the 16.14 and
+    18.4 trees refuse (C(unrecognized parameter "pg_attver") in pg_restore). Before stopping the source, the
+    upgrade removes every attribute option other than C(n_distinct) and C(n_distinct_inherited) from the user
+    columns of the source's catalog (a superuser's C(UPDATE pg_attribute); the 15 server stamps columns again
+    when they are altered), and reports how many columns in RV(upgrade.attribute_options_removed).
   - C(postgresql.conf) itself is the target's C(pg_createcluster) default; the settings pgdbaas makes live in
     C(conf.d) and C(postgresql.auto.conf), which are carried over.
 author:
@@ -125,7 +131,8 @@ upgrade:
   description:
     - from_version and to_version (full server versions), method, checked, old_data_directory,
       new_data_directory, old_port (the kept old instance's port), extensions_updated (database, name,
-      from_version, to_version of each), analyzed (vacuumdb ran).
+      from_version, to_version of each), analyzed (vacuumdb ran), attribute_options_removed (how many user
+      columns of the source lost attribute options the target does not know, see the notes).
   returned: V(check) (checked only), V(upgrade)
   type: dict
 rollback:
@@ -213,6 +220,21 @@ FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname
 WHERE a.default_version IS NOT NULL AND a.default_version <> e.extversion ORDER BY e.extname
 """
 CONNECTABLE = "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname"
+# Attribute options PostgreSQL itself defines (ALTER TABLE ... ALTER COLUMN ... SET): pg_dump dumps every
+# option of a user column, and the target's server refuses a name it does not know.
+KNOWN_ATTRIBUTE_OPTIONS = ('n_distinct', 'n_distinct_inherited')
+# Removes the other ones (e.g. pg_attver, which the 15.20 build of this host stamps on every column)
+# from the user columns; the source's server is running, the statement is the superuser's.
+STRIP_ATTRIBUTE_OPTIONS = """
+UPDATE pg_catalog.pg_attribute a
+SET attoptions = (SELECT pg_catalog.array_agg(o) FROM pg_catalog.unnest(a.attoptions) o
+                  WHERE pg_catalog.split_part(o, '=', 1) = ANY (%(known)s))
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = a.attrelid AND a.attnum > 0 AND a.attoptions IS NOT NULL
+  AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) AND n.nspname !~ '^pg_toast'
+  AND EXISTS (SELECT 1 FROM pg_catalog.unnest(a.attoptions) o WHERE pg_catalog.split_part(o, '=', 1) <> ALL (%(known)s))
+RETURNING a.attrelid
+"""
 CARRIED_FILES = ('pg_hba.conf', 'pg_ident.conf', 'pg_ctl.conf', 'environment')
 # Written to the new instance only once the stanza has been upgraded (its WAL goes to the stanza).
 ARCHIVE_CONF = 'pgdbaas-archive.conf'
@@ -496,10 +518,12 @@ class Upgrade:
             self.result['upgrade'] = dict(from_version=source['server_version'], to_version=None, method=self.method,
                                           checked=True, old_data_directory=source['data_directory'],
                                           new_data_directory=os.path.join(DATA_ROOT, self.target, self.cluster),
-                                          old_port=old_port, extensions_updated=[], analyzed=False)
+                                          old_port=old_port, extensions_updated=[], analyzed=False,
+                                          attribute_options_removed=0)
             return
         if self.result['leftover']:
             self.drop_target()
+        removed = self.strip_attribute_options(ctl)
         ctl.stop(self.result, timeout=120)
         work = os.path.join(WORK_ROOT, '%s-%s' % (self.target, self.cluster))
         old_control = os.path.join(source['data_directory'], 'global', 'pg_control')
@@ -557,6 +581,7 @@ class Upgrade:
                       old_conf_dir=source['conf_dir'], old_data_directory=source['data_directory'],
                       old_port=old_port, port=source['port'], new_data_directory=new_data, lsn=None,
                       stanza_upgraded=False, extensions_updated=[], analyzed=False,
+                      attribute_options_removed=removed,
                       upgraded_at=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat())
         write_record(target_conf, record)
         errors = []
@@ -595,6 +620,24 @@ class Upgrade:
             self.fail('Instance %s/%s was upgraded to PostgreSQL %s (the old instance is kept on port %d), but: %s'
                       % (self.version, self.cluster, self.target, old_port, '; '.join(errors)))
 
+    def strip_attribute_options(self, ctl):
+        """Remove from the source's user columns the attribute options the target would refuse; how many columns."""
+        count = 0
+        try:
+            with connect(ctl.module, ctl.instance) as conn:
+                databases = [row['datname'] for row in Executor(conn).rows(CONNECTABLE)]
+            for name in databases:
+                with connect(ctl.module, ctl.instance, name) as conn:
+                    db = Executor(conn)
+                    count += len(db.rows(STRIP_ATTRIBUTE_OPTIONS, dict(known=list(KNOWN_ATTRIBUTE_OPTIONS))))
+        except psycopg.Error as exc:
+            self.fail('Removing unknown attribute options from instance %s/%s failed: %s. Nothing else was changed.'
+                      % (self.version, self.cluster, error_text(exc)))
+        if count:
+            self.result['commands'].append('UPDATE pg_catalog.pg_attribute ... (attribute options other than %s '
+                                           'removed from %d user columns)' % (', '.join(KNOWN_ATTRIBUTE_OPTIONS), count))
+        return count
+
     def update_extensions(self, new_ctl):
         """ALTER EXTENSION ... UPDATE where the target has a newer default version, in every database."""
         updated = []
@@ -615,7 +658,8 @@ class Upgrade:
                     method=record.get('method'), checked=checked,
                     old_data_directory=record.get('old_data_directory'),
                     new_data_directory=record.get('new_data_directory'), old_port=record.get('old_port'),
-                    extensions_updated=record.get('extensions_updated', []), analyzed=record.get('analyzed', False))
+                    extensions_updated=record.get('extensions_updated', []), analyzed=record.get('analyzed', False),
+                    attribute_options_removed=record.get('attribute_options_removed', 0))
 
     # -- rollback and cleanup (self.version is the new major)
 
@@ -755,7 +799,7 @@ def main():
             job.result['upgrade'] = dict(from_version=source['server_version'], to_version=None, method=job.method,
                                          checked=True, old_data_directory=source['data_directory'],
                                          new_data_directory=None, old_port=source['port'], extensions_updated=[],
-                                         analyzed=False)
+                                         analyzed=False, attribute_options_removed=0)
         if step == 'upgrade':
             job.upgrade(ctl, source)
     elif step == 'rollback':

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,7 +38,8 @@ LINK = SimpleNamespace(cluster='tupglink', port=57700, old_port=57701, target='1
 COPY = SimpleNamespace(cluster='tupgcopy', port=57710, old_port=57711, target='18', method='copy')
 TRGM = SimpleNamespace(cluster='tupgtrgm', port=57720)
 CHECK = SimpleNamespace(cluster='tupgcheck', port=57730)
-ALL = (LINK, COPY, TRGM, CHECK)
+BACKUP = SimpleNamespace(cluster='tupgbackup', port=57735, old_port=57736, target='16', method='copy')
+ALL = (LINK, COPY, TRGM, CHECK, BACKUP)
 VERSIONS = ('15', '16', '18')
 
 
@@ -86,6 +88,9 @@ def host_state():
     for inst in ALL:
         for version in VERSIONS:
             forget(version, inst.cluster)
+    Path('/etc/pgbackrest/conf.d/%s.conf' % BACKUP.cluster).unlink(missing_ok=True)
+    for repo in Path('/var/tmp').glob('tupg-repo-*'):
+        shutil.rmtree(repo, ignore_errors=True)
     for major in ('16', '18'):
         if not before[major]:
             remove_layout(major)
@@ -122,7 +127,7 @@ def contents(port):
             by_index=conn.execute("SELECT id FROM items WHERE name = 'item 4321'").fetchone(),
             view=conn.execute('SELECT count(*) FROM cheap').fetchone(),
             matview=conn.execute('SELECT n, total::text FROM totals').fetchone(),
-            large_object=conn.execute('SELECT lo_get(424242)').fetchone()[0].tobytes(),
+            large_object=bytes(conn.execute('SELECT lo_get(424242)').fetchone()[0]),
             index=conn.execute("SELECT indexrelid::regclass::text FROM pg_index "
                                "WHERE indrelid = 'items'::regclass ORDER BY 1").fetchall(),
         )
@@ -181,6 +186,7 @@ def check_upgraded(inst, run, old_major='15'):
     assert upgrade['new_data_directory'] == str(data_dir(inst.target, inst.cluster))
     assert upgrade['old_port'] == inst.old_port
     assert upgrade['extensions_updated'] == []
+    assert upgrade['attribute_options_removed'] >= 3  # pg_attver of this host's 15.20 on items' columns at least
     # The data, the user's login through its own pg_hba entry, the parameters, the checksums.
     assert contents(inst.port) == EXPECTED
     with superuser(inst.port) as conn:
@@ -320,3 +326,30 @@ def test_check_only_and_refusals(play):
     run = play(CHECK, '15', 'upgrade', **extra)
     assert run.failed and 'it is not running' in run.msg
     assert not conf_dir('16', CHECK.cluster).exists()
+
+
+def test_the_stanza_is_upgraded_and_backups_go_on(play):
+    """With backups set, the stanza follows the new instance (stanza-upgrade): a full backup of 16 works."""
+    repo = Path(tempfile.mkdtemp(prefix='tupg-repo-', dir='/var/tmp'))
+    shutil.chown(repo, 'postgres', 'postgres')
+    provision(play, BACKUP)
+    run = play(BACKUP, '15', 'set_backup', pg_backup_repo_path=str(repo), pg_backup_archive_timeout=60)
+    assert not run.failed, run.msg
+    run = play(BACKUP, '15', 'upgrade', **upgrade_vars(BACKUP))
+    assert not run.failed, run.msg
+    check_upgraded(BACKUP, run)
+    stanza = Path('/etc/pgbackrest/conf.d/%s.conf' % BACKUP.cluster).read_text().splitlines()
+    assert 'pg1-path=%s' % data_dir('16', BACKUP.cluster) in stanza and 'pg1-port=%d' % BACKUP.port in stanza
+    record = json.loads((conf_dir('16', BACKUP.cluster) / 'pgdbaas-upgraded-from').read_text())
+    assert record['stanza_upgraded'] is True
+    assert (conf_dir('16', BACKUP.cluster) / 'conf.d' / 'pgdbaas-archive.conf').is_file()
+    backup = play(BACKUP, '16', 'backup', pg_backup_type='full')
+    assert not backup.failed, backup.msg
+    assert backup.report['backup']['type'] == 'full'
+    assert backup.report['backup']['database_version'] == '16'
+    refused = play(BACKUP, '16', 'upgrade_rollback')
+    assert refused.failed and 'pgBackRest stanza' in refused.msg and 'Nothing was changed' in refused.msg
+    gone = play(BACKUP, '16', 'terminate', pg_terminate_confirm=BACKUP.cluster)
+    assert not gone.failed, gone.msg
+    assert not conf_dir('15', BACKUP.cluster).exists() and not conf_dir('16', BACKUP.cluster).exists()
+    assert not Path('/etc/pgbackrest/conf.d/%s.conf' % BACKUP.cluster).exists()
