@@ -671,19 +671,32 @@ class Upgrade:
         return conf_dir(self.version, self.cluster), read_record(conf_dir(self.version, self.cluster))
 
     def new_lsn_unchanged(self, record, ctl):
-        """(unchanged, seen): whether the new instance has taken no writes since the upgrade ended."""
+        """(unchanged, seen): whether the new instance has committed no write since the upgrade ended.
+
+        Its WAL position at the end of the upgrade is recorded. Reads write WAL too (with data checksums,
+        the first hint bit set on a page after a checkpoint logs the page), so when the position moved,
+        pg_waldump reads what was logged since: a write is a transaction that committed (or prepared)
+        with a transaction id. WAL that is no longer there (recycled) counts as written.
+        """
         recorded = lsn_value(record.get('lsn'))
         if recorded is None:
             return False, 'no WAL position recorded (the upgrade did not complete)'
         if ctl.status() == 'started':
             with connect(ctl.module, ctl.instance) as conn:
                 seen = Executor(conn).row('SELECT pg_current_wal_insert_lsn()::text AS lsn')['lsn']
-            return lsn_value(seen) == recorded, 'its WAL insert position is %s' % seen
-        rc, out, err = self.run([os.path.join(bindir(self.version), 'pg_controldata'), '-D', ctl.data_directory])
-        fields = controldata_fields(out)
-        state, checkpoint = fields.get('Database cluster state'), fields.get('Latest checkpoint location')
-        return (rc == 0 and state == 'shut down' and lsn_value(checkpoint) == recorded,
-                'it is stopped (%s) with its latest checkpoint at %s' % (state, checkpoint))
+        else:
+            rc, out, err = self.run([os.path.join(bindir(self.version), 'pg_controldata'), '-D', ctl.data_directory])
+            seen = controldata_fields(out).get('Latest checkpoint location')
+        if lsn_value(seen) == recorded:
+            return True, 'its WAL position is %s' % seen
+        rc, out, err = self.run([os.path.join(bindir(self.version), 'pg_waldump'),
+                                 '--path', os.path.join(ctl.data_directory, 'pg_wal'),
+                                 '--start', record['lsn'], '--rmgr', 'Transaction'], timeout=600)
+        if 'could not find' in err or 'could not open' in err or (rc and not out):
+            return False, 'its WAL position is %s and pg_waldump cannot read the WAL since %s: %s' % (
+                seen, record['lsn'], err.strip())
+        writes = [line for line in out.splitlines() if 'desc: COMMIT' in line or 'desc: PREPARE' in line]
+        return not writes, 'its WAL position is %s, with %d committed write transaction(s) since' % (seen, len(writes))
 
     def rollback(self):
         new_conf, record = self.current('roll back')
@@ -715,7 +728,7 @@ class Upgrade:
             self.fail('Reading the WAL position of instance %s failed: %s' % (name, error_text(exc)))
         if not unchanged:
             self.fail('Refusing to roll back instance %s to %s: the new instance has taken writes since the upgrade '
-                      '(at the end of the upgrade its WAL insert position was %s; now %s), which the old instance '
+                      '(at the end of the upgrade its WAL position was %s; now %s), which the old instance '
                       'does not have. Nothing was changed.' % (name, old_name, record.get('lsn'), seen))
         self.result['changed'] = True
         self.result['report_version'] = old_major
