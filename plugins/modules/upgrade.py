@@ -96,7 +96,7 @@ notes:
     18.4 trees refuse (C(unrecognized parameter "pg_attver") in pg_restore). Before stopping the source, the
     upgrade removes every attribute option other than C(n_distinct) and C(n_distinct_inherited) from the user
     columns of the source's catalog (a superuser's C(UPDATE pg_attribute); the 15 server stamps columns again
-    when they are altered), and reports how many columns in RV(upgrade.attribute_options_removed).
+    when they are altered), and reports how many columns in C(upgrade.attribute_options_removed) (RV(upgrade)).
   - C(postgresql.conf) itself is the target's C(pg_createcluster) default; the settings pgdbaas makes live in
     C(conf.d) and C(postgresql.auto.conf), which are carried over.
 author:
