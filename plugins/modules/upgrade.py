@@ -439,6 +439,8 @@ class Upgrade:
                 self.fail('The upgrade check of instance %s/%s could not make a scratch PostgreSQL %s data directory '
                           '(initdb rc=%d): %s. Nothing was changed.'
                           % (self.version, self.cluster, self.target, rc, (err or out).strip()))
+            if has_config(self.cluster):
+                self.check_pgbackrest(work, scratch)
             self.carry_settings(source, scratch, scratch, archive=False)
             with open(os.path.join(scratch, 'postgresql.conf'), 'a', encoding='utf-8') as conf:
                 conf.write("\n# dbaas.postgresql.upgrade check: the instance's settings, no WAL archiving\n"
@@ -454,6 +456,31 @@ class Upgrade:
         finally:
             self.remove_dir(work)
         return True
+
+    def check_pgbackrest(self, work, scratch):
+        """Fail unless this host's pgBackRest can take the target's data directory (its stanza is upgraded).
+
+        pgBackRest reads pg_control and refuses a control or catalog version it does not know: a
+        stanza-create of a throw-away stanza on the scratch data directory, in a repository of its
+        own, with no configuration file, says whether it knows the target.
+        """
+        binary = self.module.get_bin_path('pgbackrest', required=True)
+        empty = os.path.join(work, 'pgbackrest-conf.d')
+        for path in (empty, os.path.join(work, 'pgbackrest-repo')):
+            os.mkdir(path, 0o700)
+            self.chown(path)
+        argv = [binary, '--stanza=pgdbaas-upgrade-check', '--config=/dev/null', '--config-include-path=' + empty,
+                '--pg1-path=' + scratch, '--repo1-path=' + os.path.join(work, 'pgbackrest-repo'),
+                '--log-path=' + work, '--lock-path=' + work, '--log-level-file=off', '--no-online', 'stanza-create']
+        rc, out, err = self.run(argv, cwd=work, timeout=120)
+        if rc:
+            rc_version, version, dummy = self.run([binary, 'version'], timeout=60)
+            self.fail('Refusing to upgrade instance %s/%s to PostgreSQL %s: it has backups (pgBackRest stanza %s), and '
+                      '%s cannot back up PostgreSQL %s (%s). Nothing was changed: instance %s/%s still runs. '
+                      'Install a pgBackRest that supports it, or unset the backups first.'
+                      % (self.version, self.cluster, self.target, self.cluster, version.strip() or 'pgBackRest',
+                         self.target, command_error('stanza-create', rc, out, err), self.version, self.cluster),
+                      check=dict(passed=False, output=out))
 
     def carry_settings(self, source, new_conf, new_data, archive):
         """Copy the source's conf.d/*.conf (the archive settings when archive) and postgresql.auto.conf."""
@@ -692,7 +719,9 @@ class Upgrade:
         rc, out, err = self.run([os.path.join(bindir(self.version), 'pg_waldump'),
                                  '--path', os.path.join(ctl.data_directory, 'pg_wal'),
                                  '--start', record['lsn'], '--rmgr', 'Transaction'], timeout=600)
-        if 'could not find' in err or 'could not open' in err or (rc and not out):
+        # pg_waldump always ends with an error at the end of the WAL (the insert position).
+        end_of_wal = 'invalid record length at' in err or 'incorrect prev-link' in err or 'invalid magic number' in err
+        if 'could not find' in err or 'could not open' in err or (rc and not end_of_wal):
             return False, 'its WAL position is %s and pg_waldump cannot read the WAL since %s: %s' % (
                 seen, record['lsn'], err.strip())
         writes = [line for line in out.splitlines() if 'desc: COMMIT' in line or 'desc: PREPARE' in line]
