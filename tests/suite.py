@@ -42,7 +42,7 @@ EXPECTED_SECONDS = {
     "pytest shared API server": 760,
     "pytest tests/api/test_backups.py": 590,
     "pytest tests/collection/test_restore.py": 300,
-    "pytest tests/collection/test_upgrade.py": 300,
+    "pytest tests/collection/test_upgrade.py": 480,
     "pytest tests/api/test_schemathesis.py": 300,
     "sanity": 240,
     "pytest tests/collection/test_pgbackrest.py": 220,
