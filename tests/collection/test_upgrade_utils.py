@@ -46,7 +46,12 @@ def test_the_reason_starts_at_the_failed_check_and_the_report_files_are_read(tmp
     assert 'last lines of pg_upgrade_server.log:\nline 1\nline 2' in msg
 
 
-def test_without_a_fatal_line_the_last_lines_are_the_reason():
+def test_without_a_fatal_check_the_failed_step_is_the_reason():
+    out = ('Checking cluster versions    ok\nRestoring global objects in the new cluster    ok\n'
+           'Restoring database schemas in the new cluster\n*failure*\nConsult the last few lines of "x.log"\n'
+           'Failure, exiting\n')
+    assert output_reason(out) == ('Restoring database schemas in the new cluster\n*failure*\n'
+                                  'Consult the last few lines of "x.log"\nFailure, exiting')
     assert output_reason('a\nb\n\n', 'c') == 'a\nb\nc'
 
 
