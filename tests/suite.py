@@ -42,6 +42,7 @@ EXPECTED_SECONDS = {
     "pytest shared API server": 760,
     "pytest tests/api/test_backups.py": 590,
     "pytest tests/collection/test_restore.py": 300,
+    "pytest tests/collection/test_upgrade.py": 300,
     "pytest tests/api/test_schemathesis.py": 300,
     "sanity": 240,
     "pytest tests/collection/test_pgbackrest.py": 220,
@@ -62,7 +63,8 @@ EXCLUSIVE = {
     # units install (and switch, and remove) those of 16 and 18.
     "/usr/lib/postgresql/16 and 18": {"molecule binaries", "pytest tests/api/test_engine_binaries.py",
                                       "pytest tests/collection/test_binaries.py",
-                                      "pytest tests/api/test_patch.py", "pytest tests/api/test_upgrade_api.py"},
+                                      "pytest tests/collection/test_upgrade.py", "pytest tests/api/test_patch.py",
+                                      "pytest tests/api/test_upgrade_api.py"},
 }
 
 
