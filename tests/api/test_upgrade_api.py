@@ -49,6 +49,9 @@ def api(tmp_path_factory):
             for major in ("15", "16", "18"):
                 drop_instance(name, major)
         for major in ("16", "18"):
+            conf = Path("/etc/postgresql") / major
+            if conf.exists() and not any(conf.iterdir()):
+                conf.rmdir()
             if not existed[major]:
                 remove_layout(major)  # only once no instance of that major is left
 
