@@ -89,8 +89,19 @@ class HostPool:
                 return host, port
         raise Conflict("no free port left in the configured port range on any host")
 
+    @staticmethod
+    def kept_ports(session: Session, host: Host) -> set[int]:
+        """Ports of the old instances that major upgrades keep (stopped) on the host until a clean-up."""
+        kept = set()
+        for settings in session.scalars(select(Cluster.settings).join(Member, Member.cluster_id == Cluster.id)
+                                        .where(Member.host == host.name, Cluster.service_state.notin_(GONE_STATES))):
+            record = (settings or {}).get("upgrade")
+            if isinstance(record, dict) and record.get("old_instance") == "kept" and record.get("old_port"):
+                kept.add(int(record["old_port"]))
+        return kept
+
     def free_port(self, session: Session, host: Host, ports: range) -> int | None:
-        used = set(session.scalars(select(Member.port).where(Member.host == host.name)))
+        used = set(session.scalars(select(Member.port).where(Member.host == host.name))) | self.kept_ports(session, host)
         for port in ports:
             if port not in used and self.port_free_on_host(host, port):
                 return port
@@ -99,7 +110,7 @@ class HostPool:
     def port_in_use(self, session: Session, host: Host, port: int) -> bool:
         taken = session.scalar(select(func.count()).select_from(Member)
                                .where(Member.host == host.name, Member.port == port))
-        return bool(taken) or not self.port_free_on_host(host, port)
+        return bool(taken) or port in self.kept_ports(session, host) or not self.port_free_on_host(host, port)
 
     @staticmethod
     def port_free_on_host(host: Host, port: int) -> bool:

@@ -51,6 +51,8 @@ EXPECTED_SECONDS = {
     "pytest tests/api/test_engine.py": 140,
     "pytest tests/api/test_recovery.py": 130,
     "pytest tests/api/test_tenant_roles.py": 105,
+    "pytest tests/api/test_upgrade_api.py": 420,
+    "pytest tests/api/test_patch.py": 150,
     "lint": 90,
 }
 DEFAULT_EXPECTED = 100
@@ -61,7 +63,8 @@ EXCLUSIVE = {
     # units install (and switch, and remove) those of 16 and 18.
     "/usr/lib/postgresql/16 and 18": {"molecule binaries", "pytest tests/api/test_engine_binaries.py",
                                       "pytest tests/collection/test_binaries.py",
-                                      "pytest tests/collection/test_upgrade.py"},
+                                      "pytest tests/collection/test_upgrade.py", "pytest tests/api/test_patch.py",
+                                      "pytest tests/api/test_upgrade_api.py"},
 }
 
 

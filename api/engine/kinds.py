@@ -49,6 +49,11 @@ class Outcome:
         """The report of one inventory host (a member) of this run."""
         return (self.stats.get("hosts") or {}).get(alias) or {}
 
+    @property
+    def observed(self) -> bool:
+        """Whether any host reported its instance."""
+        return any("instance" in report for report in (self.stats.get("hosts") or {}).values())
+
     def first(self, key: str):
         """`key` of the first host that reports it (single-member operations)."""
         for report in (self.stats.get("hosts") or {}).values():
@@ -66,10 +71,18 @@ class OperationKind:
     # What a failed step leaves: "recorded" (the earlier steps' results stay in the store, and
     # repeating the request resumes from there) or "undone". Documented per kind.
     on_failure: ClassVar[str] = "recorded"
+    # A playbook the engine runs after a failed step whose result observed no instance (a play that
+    # fails before its report): its observation is applied like a step's, the operation still fails
+    # with the step's reason. None: the failure leaves what record_observation decides (ERROR).
+    observe_after_failure: ClassVar[str | None] = None
 
     def apply_step(self, session: Session, operation: Operation, cluster: Cluster | None, index: int,
                    outcome: Outcome) -> None:
         """What the result of step `index` changes in the store (called for failed steps too)."""
+
+    def apply_observation(self, session: Session, operation: Operation, cluster: Cluster | None,
+                          outcome: Outcome) -> None:
+        """What the `observe_after_failure` playbook saw (after a failed step that reported nothing)."""
 
     def finish(self, session: Session, operation: Operation, cluster: Cluster | None, outcome: Outcome) -> None:
         """After the last step ran (or the first failed one): the operation's own records."""

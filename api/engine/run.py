@@ -75,8 +75,32 @@ def run_operation(ctx, operation_id: str, should_cancel: Callable[[], bool]) -> 
         if not outcome.ok:
             if len(plan) > 1 and outcome.error:
                 outcome.error = f"step {index + 1} of {len(plan)} ({step.playbook}): {outcome.error}"
+            if kind.observe_after_failure and outcome.status == "failed" and not outcome.observed:
+                if not observe(ctx, operation_id, kind, step, inventory, should_cancel, done):
+                    return
             break
     finish(ctx, operation_id, kind, outcome, done)
+
+
+CONTRACT_VARS = ("pg_cluster", "pg_version", "pg_port", "pg_instance_id")
+
+
+def observe(ctx, operation_id: str, kind: kinds.OperationKind, failed: Step, inventory: dict, should_cancel,
+            done: int) -> bool:
+    """The kind's observation playbook after a failed step that reported no instance, with that step's
+    contract variables; the kind applies what it observed (the operation still fails with the step's
+    reason). False when the operation ended meanwhile."""
+    extravars = {k: v for k, v in failed.extravars.items() if k in CONTRACT_VARS}
+    observed, _ = ctx.executor.run_playbook(operation_id, ident="observe", playbook=kind.observe_after_failure,
+                                            inventory=inventory, extravars=extravars, secrets={},
+                                            should_cancel=should_cancel, tasks_before=done)
+    with ctx.sessions.begin() as session:
+        operation = session.get(Operation, operation_id, with_for_update=True)
+        if operation.state in ops.FINAL_STATES:
+            return False
+        cluster = session.get(Cluster, operation.cluster_id) if operation.cluster_id else None
+        kind.apply_observation(session, operation, cluster, observed)
+    return True
 
 
 def finish(ctx, operation_id: str, kind: kinds.OperationKind, outcome: Outcome, tasks_done: int | None = None) -> None:

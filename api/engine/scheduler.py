@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from api.errors import ServiceError
-from api.store.models import Backup, BackupPolicy, Cluster
+from api.store.models import BackupPolicy, Cluster
 
 log = logging.getLogger("pgdbaas.scheduler")
 RETRY = timedelta(minutes=5)
@@ -32,16 +32,6 @@ def _claim(session, policy: BackupPolicy, column: str, due: datetime, following:
     return session.execute(update(BackupPolicy).where(
         BackupPolicy.cluster_id == policy.cluster_id, BackupPolicy.enabled.is_(True), attribute == due)
         .values({column: following})).rowcount == 1
-
-
-def _scheduled_type(session, cluster_id: str, now: datetime) -> str:
-    """full when the newest full backup is older than a week (or there is none), else diff."""
-    from api.services.backups import FULL_EVERY
-
-    newest_full = session.scalar(select(Backup.finished_at).where(Backup.cluster_id == cluster_id,
-                                                                  Backup.type == "full")
-                                 .order_by(Backup.finished_at.desc()).limit(1))
-    return "full" if newest_full is None or now - newest_full >= FULL_EVERY else "diff"
 
 
 def tick(ctx) -> list[str]:
@@ -81,7 +71,7 @@ def _fire(ctx, policy: BackupPolicy, column: str, at: datetime, now: datetime) -
             following = now + timedelta(days=policy.verify_period_day) if policy.verify_period_day else None
         if not _claim(session, policy, column, at, following):
             return None  # another process fired it, or it was unset meanwhile
-        backup_type = _scheduled_type(session, cluster.id, now)
+        backup_type = backups.due_backup_type(session, cluster.id, now)
     actor = backups.Scheduler()
     try:
         if column == "next_backup_at":

@@ -22,7 +22,7 @@ from api.deps import current_account, get_context
 from api.errors import Conflict
 from api.routers.common import INT64_MAX, ITCARE, rule
 from api.services import clusters as service
-from api.services import backups, databases, members
+from api.services import backups, databases, members, upgrades
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster, Member, Operation
 
@@ -85,9 +85,25 @@ class PatchRestore(BaseModel):
     options: RestoreOptions
 
 
+class UpgradeOptions(BaseModel):
+    targetVersion: str = Field(min_length=1, max_length=64,
+                               description="the target: a major (\"16\", from GET .../versions), a version name "
+                                           "(16.14) or an id of GET /v1/engine-versions")
+    changeReference: str | None = Field(default=None, max_length=128,
+                                        description="kept on the request's parameters (e.g. RFC 1234)")
+    upgradeMethod: Literal["link", "copy"] = Field(default="link", description="pgdbaas: pg_upgrade --link or --copy")
+
+
+class PatchUpgrade(BaseModel):
+    """Upgrade the instance to a newer PostgreSQL major with pg_upgrade (asynchronous, 202)."""
+
+    operation: Literal["upgrade"]
+    options: UpgradeOptions
+
+
 # The seed's PATCH body, one member per operation: /docs shows each one's options, and a body that
 # names no supported operation, or lacks its options, is a 400 before anything is looked up.
-PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension | PatchRestore,
+PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension | PatchRestore | PatchUpgrade,
                           Field(discriminator="operation")]
 PRODUCTION = ("production", "prod", "prd")
 
@@ -112,8 +128,16 @@ def _restore(ctx: Context, actor: Account, instance_id: str, body: PatchRestore)
                                 inclusive=options.stop == "AFTER", max_age=max_age)
 
 
+def _upgrade(ctx: Context, actor: Account, instance_id: str, body: PatchUpgrade) -> Operation:
+    options = body.options
+    return upgrades.upgrade(ctx, actor, instance_id, options.targetVersion, options.upgradeMethod,
+                            change_reference=options.changeReference, field="options.targetVersion",
+                            method_field="options.upgradeMethod")
+
+
 # operation -> service call (ctx, actor, instance id, body)
 PATCH_OPERATIONS = {
+    "upgrade": _upgrade,
     "restore": _restore,
     "start": lambda ctx, actor, instance_id, _body: service.start(ctx, actor, instance_id),
     "stop": lambda ctx, actor, instance_id, _body: service.stop(ctx, actor, instance_id),
@@ -423,7 +447,7 @@ def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor
 
 
 @router.patch("/{instance_id}", status_code=202, response_model=AsyncBody,
-              summary="Performs update state actions (operation: start | stop | install_extension | restore)",
+              summary="Performs update state actions (operation: start | stop | install_extension | restore | upgrade)",
               responses=ITCARE.responses(400, 404, 409))
 def patch_instance(instance_id: str, body: PatchInstance, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):
@@ -470,3 +494,12 @@ def instance_extensions(instance_id: str, ctx: Context = Depends(get_context),
                                requiresRestarting=bool(row.get("requires_restart")),
                                link=row.get("link") or f"https://www.postgresql.org/search/?q={row['name']}")
             for row in rows]
+
+
+@router.get("/{instance_id}/versions", response_model=list[int],
+            summary="Get available versions (the majors the instance can be upgraded to)",
+            responses=ITCARE.responses(404))
+def instance_versions(instance_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
+    """The majors of the active catalog versions greater than the instance's, ascending: PATCH
+    {"operation": "upgrade", "options": {"targetVersion": "<one of them>"}}."""
+    return upgrades.upgrade_targets(ctx, actor, instance_id)

@@ -411,6 +411,20 @@ def unset_backup(ctx: Context, actor: Account, cluster_id: str) -> Operation:
     return _on_backups(ctx, actor, cluster_id, "unset_backup", "unset_backup.yml")
 
 
+def backup_step(ctx: Context, backup_type: str, **extravars) -> Step:
+    """The backup.yml step of one backup (on demand, scheduled, or a step of another operation such as
+    a patch or an upgrade); the operation needs ctx.settings.backup_secrets as its secrets."""
+    return _backup_step(ctx, "backup.yml", {"pg_backup_type": backup_type, **extravars})
+
+
+def due_backup_type(session: Session, cluster_id: str, now: datetime) -> str:
+    """full when the newest full backup is FULL_EVERY old (or there is none), else diff."""
+    newest_full = session.scalar(select(Backup.finished_at).where(Backup.cluster_id == cluster_id,
+                                                                  Backup.type == "full")
+                                 .order_by(Backup.finished_at.desc()).limit(1))
+    return "full" if newest_full is None or now - newest_full >= FULL_EVERY else "diff"
+
+
 def take_backup(ctx: Context, actor, cluster_id: str, backup_type: str = "full", *, scheduled: bool = False,
                 session: Session | None = None) -> Operation:
     if backup_type not in BACKUP_TYPES:
@@ -419,8 +433,7 @@ def take_backup(ctx: Context, actor, cluster_id: str, backup_type: str = "full",
     def open_in(s: Session) -> Operation:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, s)
         require_backups_set(s, cluster)
-        return clusters.submit(ctx, s, cluster, actor, "backup",
-                               [_backup_step(ctx, "backup.yml", {"pg_backup_type": backup_type})],
+        return clusters.submit(ctx, s, cluster, actor, "backup", [backup_step(ctx, backup_type)],
                                params={"type": backup_type, "scheduled": scheduled},
                                secrets=ctx.settings.backup_secrets, allowed_states=(RUNNING,))
 

@@ -252,9 +252,9 @@ def _shown(value: str) -> str:
     return repr(value) if ID_RE.match(value) else "(not a valid id)"
 
 
-def _lookup(session: Session, wanted: str) -> DatastoreVersion | None:
-    """By id (any datastore); else, in the seeded datastore, by name (16.14) or by major (16: the
-    default version when it is of that major, else the newest active one of it, else any)."""
+def _lookup(session: Session, wanted: str, by_major: bool = True) -> DatastoreVersion | None:
+    """By id (any datastore); else, in the seeded datastore, by name (16.14) or, with `by_major`, by
+    major (16: the default version when it is of that major, else the newest active one of it, else any)."""
     if not ID_RE.match(wanted):
         return None
     row = session.get(DatastoreVersion, wanted)
@@ -266,6 +266,8 @@ def _lookup(session: Session, wanted: str) -> DatastoreVersion | None:
     by_name = [v for v in datastore.versions if v.name == wanted]
     if by_name:
         return by_name[0]
+    if not by_major:
+        return None
     of_major = sorted((v for v in datastore.versions if v.major == wanted), key=lambda v: _version_key(v.name))
     default = next((v for v in of_major if v.id == datastore.default_version_id and v.active), None)
     active = [v for v in of_major if v.active]
@@ -297,6 +299,28 @@ def for_new_cluster(ctx: Context, wanted: str, *, field_name: str = "dbaas_engin
         raise Invalid(f"{field_name}: {which} {version.id} (PostgreSQL {version.name}) is not active: it takes no new clusters",
                       field=field_name)
     return version
+
+
+def find_version(session: Session, wanted: str, *, by_major: bool = True) -> EngineVersion | None:
+    """The version `wanted` names, as creates look it up (id; name; with `by_major`, a major), or None."""
+    row = _lookup(session, wanted, by_major)
+    return _view(row) if row is not None else None
+
+
+def version_key(name: str) -> tuple[int, ...]:
+    """A version's name as numbers, for ordering: 16.11 < 16.14 < 18.4."""
+    return _version_key(name)
+
+
+def active_versions(session: Session) -> list[EngineVersion]:
+    """Every active version (end-of-service ones included: they still run and create), oldest first."""
+    rows = [_view(v) for v in session.scalars(select(DatastoreVersion).where(DatastoreVersion.active.is_(True)))]
+    return sorted(rows, key=lambda v: _version_key(v.name))
+
+
+def shown(value: str) -> str:
+    """A caller's version reference in a message, when it is a plausible one (never arbitrary input)."""
+    return _shown(value)
 
 
 def version_of(session: Session, cluster: Cluster) -> EngineVersion:

@@ -17,9 +17,10 @@ from api.store.models import Cluster, Credential, Database, Member, Operation
 CREATING, RUNNING, STARTING, STOPPING, STOPPED = "CREATING", "RUNNING", "STARTING", "STOPPING", "STOPPED"
 RESTARTING, TERMINATING, TERMINATED, ERROR = "RESTARTING", "TERMINATING", "TERMINATED", "ERROR"
 RESTORING = "RESTORING"  # its data is being replaced by a restore (ITCare's restore into an instance)
-TRANSITIONAL = (CREATING, STARTING, STOPPING, RESTARTING, TERMINATING, RESTORING)
+UPGRADING = "UPGRADING"  # a minor patch or a major upgrade (or its rollback) changes its server
+TRANSITIONAL = (CREATING, STARTING, STOPPING, RESTARTING, TERMINATING, RESTORING, UPGRADING)
 SERVICE_STATES = (CREATING, RUNNING, STARTING, STOPPING, STOPPED, RESTARTING, TERMINATING, TERMINATED, ERROR,
-                  RESTORING)
+                  RESTORING, UPGRADING)
 # What the info module reports, mapped to service_state.
 OBSERVED_STATES = {"started": RUNNING, "stopped": STOPPED, "error": ERROR}
 PRIMARY, STANDBY, REPLICA = "primary", "standby", "replica"

@@ -8,7 +8,7 @@ from api.deps import current_account, get_context
 from api.routers.common import V1, page_query, size_query
 from api.routers.v1.models import (AsyncResponse, BackupOptionOut, BackupStatusOut, ClusterCreateRequest,
                                    ClusterDetail, ClusterPage, ClusterSummary, InitConfigOptionOut, InstanceGroupOut,
-                                   InstanceOut)
+                                   InstanceOut, UpgradeRecordOut)
 from api.services import backups
 from api.services import clusters as service
 from api.store.models import Account, Cluster, Operation
@@ -66,6 +66,9 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
         size_bytes=cluster.observed.get("size_bytes"),
         origin_cluster_id=(settings.get("restored_from") or {}).get("source_cluster_id", ""),
         backup=BackupStatusOut(**window),
+        major_version=cluster.major_version,
+        upgrade=UpgradeRecordOut(**{k: v for k, v in settings["upgrade"].items() if k in UpgradeRecordOut.model_fields})
+        if isinstance(settings.get("upgrade"), dict) else None,
     )
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr
 
 from api.routers.common import rule
 from api.services.clusters import CLUSTER_NAME_RE, LOCALE_RE, SIZING_RE, SQL_NAME_RE
@@ -178,6 +178,8 @@ class ClusterDetail(BaseModel):
     size_bytes: int | None
     origin_cluster_id: str = Field(default="", description="the cluster this one was restored from")
     backup: "BackupStatusOut | None" = Field(default=None, description="backups and the restorable window")
+    major_version: str = Field(default="", description="the PostgreSQL major the cluster runs")
+    upgrade: "UpgradeRecordOut | None" = Field(default=None, description="the last major upgrade, while recorded")
 
 
 class Progress(BaseModel):
@@ -415,4 +417,60 @@ class BackupStatusOut(BaseModel):
     next_backup_at: Timestamp | None = Field(default=None, description="the next scheduled backup (UTC)")
     next_verify_at: Timestamp | None = None
     schedule_error: str | None = Field(default=None, description="why the last scheduled occurrence did not run")
+
+
+class UpgradeRecordOut(BaseModel):
+    """What the last major upgrade did (`old_instance`: kept, rolled_back or cleaned)."""
+
+    from_version: str | None = None
+    from_major: str | None = None
+    to_version: str | None = None
+    to_major: str | None = None
+    method: str | None = None
+    old_instance: str | None = None
+    old_data_directory: str | None = None
+    new_data_directory: str | None = None
+    old_port: int | None = None
+    extensions_updated: list | dict | None = None
+    analyzed: bool | None = None
+    change_reference: str | None = None
+    request_id: str | None = None
+    upgraded_at: str | None = None
+
+
+def _flag(value):
+    """The seed's example sends "" for a boolean: no."""
+    return False if value == "" else value
+
+
+class MinorPatchRequest(Strict):
+    """SCP's Patch Minor Version."""
+
+    software_version: str = Field(max_length=64, description="the target: a version name (16.14) or id of "
+                                                             "GET /v1/engine-versions, of the cluster's major, "
+                                                             "newer than the version it runs")
+    backup_before_upgrade: Annotated[bool, BeforeValidator(_flag)] = Field(
+        default=False, description="take a backup first (backups must be set on the cluster); \"\" is false")
+
+
+class UpgradeRequest(Strict):
+    """A major upgrade with pg_upgrade (not in the SCP seed)."""
+
+    target_version: str = Field(max_length=64, description="a major (16: its default or newest active version), "
+                                                           "a version name (16.14) or an id of "
+                                                           "GET /v1/engine-versions, of a greater major")
+    upgrade_method: Literal["link", "copy"] = Field(
+        default="link", description="link: pg_upgrade --link (fast; the old instance cannot run again once the new "
+                                    "one started); copy: --copy (slower, twice the space; can be rolled back "
+                                    "while the new instance has taken no writes)")
+
+
+class UpgradeTargets(BaseModel):
+    """The majors a cluster can be upgraded to (active catalog versions greater than its own)."""
+
+    major_version: str
+    software_version: str
+    targets: list[int]
+
+
 ClusterDetail.model_rebuild()
