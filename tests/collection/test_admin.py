@@ -368,7 +368,7 @@ def test_update_removes_createrole_and_escalations(run_module, inst):
         conn.execute('CREATE ROLE adm_old_side')
         conn.execute('GRANT pg_read_server_files TO adm_old_side')
         conn.execute('GRANT adm_old_side TO adm_old')
-        conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
+        conn.execute("COPY (SELECT 1) TO PROGRAM 'cat >/dev/null'")
 
     result = admin(run_module, inst, 'adm_old', 'Old-pass-1', if_exists='update')
     assert result['changed'] is True and result['updated'] is True, result.get('msg')
@@ -378,7 +378,7 @@ def test_update_removes_createrole_and_escalations(run_module, inst):
         'REVOKE "pg_read_server_files" FROM "adm_old_side"']
     assert role_facts(inst, 'adm_old')['createrole'] is False
     with inst.login('adm_old', 'Old-pass-1') as conn:
-        assert 'pg_execute_server_program' in refused(conn, "COPY (SELECT 1) TO PROGRAM 'true'")
+        assert 'pg_execute_server_program' in refused(conn, "COPY (SELECT 1) TO PROGRAM 'cat >/dev/null'")
         assert 'pg_read_server_files' in refused(conn, "COPY pg_catalog.pg_am FROM '/etc/hostname'")
         assert 'permission denied to create role' in refused(conn, 'CREATE ROLE adm_old_more')
         assert 'must have admin option' in refused(conn, 'GRANT pg_execute_server_program TO adm_old')
