@@ -9,7 +9,8 @@ idle. The units share nothing, so they run side by side:
 - the tests/api modules of SHARED_SERVER_MODULES use the one API server of tests/api/conftest.py
   (fixture `server`, fixed ports): they are one unit, and that fixture refuses a module not listed;
 - lint, sanity (on a copy of the collection) and each molecule scenario (instances tmol_*) are units too;
-- the units of one entry of EXCLUSIVE never run at once (what they share is named there).
+- LOCKS names what some units share of the host: the units of its `exclusive` set run alone among
+  those of both sets, the `shared` ones side by side (the suite lays out 16 and 18 for them first).
 
 Units start longest first (EXPECTED_SECONDS, measured on the 2-core CI machine; a unit not listed
 counts as 100 s). Each unit's output is printed whole when it ends, then a table of the units'
@@ -30,11 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests import engines  # noqa: E402
 from tests.api.conftest import SHARED_SERVER_MODULES  # noqa: E402
 
 # Seconds each unit took here (2 cores, busy): only the order they start in, longest first.
@@ -57,15 +60,24 @@ EXPECTED_SECONDS = {
 }
 DEFAULT_EXPECTED = 100
 
-# Units that use one thing of the host each in its own way.
-EXCLUSIVE = {
-    # The binaries install method lays out /usr/lib/postgresql/<major> from one tree at a time, and these
-    # units install (and switch, and remove) those of 16 and 18.
-    "/usr/lib/postgresql/16 and 18": {"molecule binaries", "pytest tests/api/test_engine_binaries.py",
-                                      "pytest tests/collection/test_binaries.py",
-                                      "pytest tests/collection/test_upgrade.py", "pytest tests/api/test_patch.py",
-                                      "pytest tests/api/test_upgrade_api.py"},
+# Units that use one thing of the host: the units of `exclusive` run alone among those of both sets,
+# those of `shared` run side by side (and beside units of neither).
+@dataclass(frozen=True)
+class HostLock:
+    exclusive: frozenset
+    shared: frozenset
+
+
+LOCKS = {
+    # The binaries install method lays out /usr/lib/postgresql/<major> from one tree at a time. Before
+    # the units start, the suite lays out 16 and 18 from the default trees (SHARED_LAYOUTS tells the
+    # units so): the shared units only use them; the exclusive ones remove, switch and remake them.
+    "/usr/lib/postgresql/16 and 18": HostLock(
+        exclusive=frozenset({"pytest tests/collection/test_binaries.py", "pytest tests/api/test_patch.py"}),
+        shared=frozenset({"molecule binaries", "pytest tests/api/test_engine_binaries.py",
+                          "pytest tests/collection/test_upgrade.py", "pytest tests/api/test_upgrade_api.py"})),
 }
+SHARED_MAJORS = ("16", "18")
 
 
 @dataclass
@@ -132,9 +144,17 @@ def run(units: list[Unit], jobs: int, logs: Path) -> None:
 
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
+    def may_start(unit: Unit) -> bool:
+        names = {u.name for u in running}
+        for lock in LOCKS.values():
+            if unit.name in lock.exclusive and names & (lock.exclusive | lock.shared):
+                return False
+            if unit.name in lock.shared and names & lock.exclusive:
+                return False
+        return True
+
     def startable() -> Unit | None:
-        held = {lock for lock, names in EXCLUSIVE.items() for u in running if u.name in names}
-        return next((u for u in pending if not any(u.name in EXCLUSIVE[lock] for lock in held)), None)
+        return next((u for u in pending if may_start(u)), None)
 
     while pending or running:
         while len(running) < jobs and (unit := startable()) is not None:
@@ -163,6 +183,25 @@ def run(units: list[Unit], jobs: int, logs: Path) -> None:
         print(flush=True)
 
 
+@contextmanager
+def shared_layouts():
+    """The layouts of SHARED_MAJORS made from the default trees for the units' time (those it made
+    removed at the end); the units see SHARED_LAYOUTS=suite."""
+    made = []
+    for major in SHARED_MAJORS:
+        if not engines.layout_root(major).exists():
+            engines.make_layout(major, engines.tree("0.6.0", major))
+            made.append(major)
+    os.environ[engines.SHARED_LAYOUTS] = "suite"
+    try:
+        yield
+    finally:
+        del os.environ[engines.SHARED_LAYOUTS]
+        for major in made:
+            engines.forget_version_dir(major)
+            engines.remove_layout(major)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("PGDBAAS_TEST_JOBS", "3")))
@@ -178,7 +217,8 @@ def main() -> int:
         if not args.pytest_only:
             units = check_units() + units
         began = time.monotonic()
-        run(units, args.jobs, work / "logs")
+        with shared_layouts():
+            run(units, args.jobs, work / "logs")
         wall = time.monotonic() - began
     print(f"=== {len(units)} units, {args.jobs} at a time, in {wall / 60:.1f} min:")
     for unit in sorted(units, key=lambda u: -u.seconds):

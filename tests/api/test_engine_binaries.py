@@ -12,7 +12,7 @@ from psycopg import sql
 
 from tests.api.harness import (FILE_AND_PROGRAM_ROLES, ApiServer, cluster_body, drop_instance, wait_request,
                                assert_no_server_files_or_programs, refused)
-from tests.engines import MARKER, layout_root, made_by_role, remove_layout, tree
+from tests.engines import MARKER, borrowed_layouts, layout_root, made_by_role, tree
 
 SERVICE_ROLES = ("postgres", "pgdbaas_role_manager", "pgdbaas_tenant_admin")
 
@@ -55,10 +55,8 @@ def pg16_tree():
     root = layout_root("16")
     if root.is_dir() and not root.is_symlink() and not made_by_role("16"):
         pytest.skip("PostgreSQL 16 is installed from packages here: the binaries method would not be used")
-    existed = root.exists()
-    yield tree("0.6.0", "16")
-    if not existed:  # the layout the install role made, once no 16 instance is left
-        remove_layout("16")
+    with borrowed_layouts("16"):
+        yield tree("0.6.0", "16")
 
 
 def test_binaries_source_is_listed_and_installs_a_working_cluster(tmp_path, pg16_tree):

@@ -11,32 +11,18 @@ teardown leaves that layout made from the 0.6.0 tree (or removed, when it was ab
 instance is left), even after a failure midway."""
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.api.harness import REPO, ApiServer, cluster_body, drop_instance, wait_request
-from tests.engines import MARKER, layout_root, made_by_role, remove_layout, tree
+from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
+from tests.engines import MARKER, forget_version_dir, layout_root, made_by_role, make_layout, remove_layout, tree
 
 PORTS = "57750-57779"
 USER = ("tpat-user", "Tpat-User-Pass-1")
 MAIN, OTHER = "tpat-main", "tpat-other"
 PASSWORD = "App-Secret-Pw-1"
-
-
-def make_layout(source) -> None:
-    """/usr/lib/postgresql/16 made from `source` by the install role's binaries tasks (what provision does)."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    proc = subprocess.run(
-        [str(REPO / ".venv/bin/ansible"), "localhost", "-m", "ansible.builtin.include_role",
-         "-a", "name=dbaas.postgresql.install tasks_from=binaries.yml",
-         "-e", f"install_version=16 install_method=binaries install_binaries_source={source}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +35,11 @@ def trees():
     yield {"16.11": tree("0.5.1", "16"), "16.14": default}
     for name in (MAIN, OTHER):
         drop_instance(name, "16")
-    conf = Path("/etc/postgresql/16")
-    if conf.exists() and not any(conf.iterdir()):
-        conf.rmdir()
+    forget_version_dir("16")
     if not existed:
         remove_layout("16")  # only once no 16 instance is left
     if layout_root("16").exists() and (layout_root("16") / MARKER).read_text().strip() != str(default):
-        make_layout(default)
+        make_layout("16", default)
 
 
 @pytest.fixture(scope="module")

