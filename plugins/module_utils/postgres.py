@@ -16,6 +16,7 @@ import binascii
 import glob
 import hashlib
 import hmac
+import json
 import os
 import re
 import traceback
@@ -48,6 +49,26 @@ VERSION_RE = re.compile(r'^[0-9]+(\.[0-9]+)?$')
 # PostgreSQL truncates longer names (NAMEDATALEN - 1 bytes).
 MAX_NAME_BYTES = 63
 MASK = '********'
+
+
+def read_json_record(path):
+    """The JSON object a module recorded at path (write_json_record), None when absent or unreadable."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json_record(path, record):
+    """Record a JSON object at path (0644, the writer's owner) atomically: a reader sees the old or the new one."""
+    temporary = path + '.tmp'
+    with open(temporary, 'w', encoding='utf-8') as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.write('\n')
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
 
 
 def login_argument_spec():

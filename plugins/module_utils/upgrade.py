@@ -18,9 +18,10 @@ taken no writes), clean-up and the terminate role read it.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
+
+from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import read_json_record, write_json_record
 
 RECORD_NAME = 'pgdbaas-upgraded-from'
 MARKER_NAME = 'pgdbaas-instance'
@@ -51,23 +52,12 @@ def record_path(conf_dir):
 
 def read_record(conf_dir):
     """The upgrade record of the instance whose configuration directory is conf_dir, or None."""
-    try:
-        with open(record_path(conf_dir), encoding='utf-8') as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_record(record_path(conf_dir))
 
 
 def write_record(conf_dir, record):
     """Write the record (root 0644), atomically."""
-    path = record_path(conf_dir)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-        handle.write('\n')
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_json_record(record_path(conf_dir), record)
 
 
 def read_marker(conf_dir):

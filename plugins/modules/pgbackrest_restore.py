@@ -241,7 +241,6 @@ commands:
       --set=20261202-193933F --target-action=promote --log-level-console=info restore
 '''
 
-import json
 import os
 import re
 import time
@@ -267,6 +266,8 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     error_text,
     login_argument_spec,
     psycopg,
+    read_json_record,
+    write_json_record,
 )
 from ansible_collections.dbaas.postgresql.plugins.module_utils.restore import (
     Clock,
@@ -344,21 +345,11 @@ def request_of(module, moment):
 
 
 def read_record(inst):
-    try:
-        with open(os.path.join(inst.conf_dir, RECORD), encoding='utf-8') as record:
-            return json.load(record)
-    except (OSError, ValueError):
-        return None
+    return read_json_record(os.path.join(inst.conf_dir, RECORD))
 
 
 def write_record(inst, record):
-    path = os.path.join(inst.conf_dir, RECORD)
-    temporary = path + '.tmp'
-    with open(temporary, 'w', encoding='utf-8') as out:
-        json.dump(record, out, indent=1, sort_keys=True)
-        out.write('\n')
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    write_json_record(os.path.join(inst.conf_dir, RECORD), record)
 
 
 def remove_record(inst):
