@@ -679,7 +679,7 @@ def restore_into(ctx: Context, actor: Account, target_id: str, source_id: str, t
             raise Conflict(f"the destination {target_cluster.id} has backups set: unset them first "
                            f"(DELETE /v1/clusters/{target_cluster.id}/backups), then set them again after the restore")
         version = catalog.version_of(session, target_cluster)
-        settings_vars = clusters.provision_step(target_cluster, version.source, version.path).extravars
+        settings_vars = clusters.provision_step(target_cluster, version).extravars
         settings_vars = {k: v for k, v in settings_vars.items() if k not in ("pg_admin_user", "pg_database")}
         step = Step("restore.yml", {**settings_vars, **_restore_vars(source, target)})
         return clusters.submit(ctx, session, target_cluster, actor, "restore_into", [step],

@@ -78,6 +78,15 @@ class EngineVersion:
     def path(self) -> str:
         return self.binaries
 
+    def install_vars(self) -> dict:
+        """How a playbook installs this version's software: the contract's pg_install_method, and
+        pg_binaries_source or pg_packages (pinned ones included; not the plain postgresql-<major>,
+        which the install role installs by itself, only when it is missing)."""
+        if self.binaries:
+            return {"pg_install_method": "binaries", "pg_binaries_source": self.binaries}
+        packages = self.packages.split()
+        return {"pg_install_method": "apt", "pg_packages": [] if packages == [f"postgresql-{self.major}"] else packages}
+
     @property
     def listed(self) -> bool:
         return self.active and not self.end_of_service

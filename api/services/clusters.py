@@ -224,18 +224,16 @@ def create_cluster(ctx: Context, actor: Account, spec: ClusterSpec,
     raise AssertionError("unreachable")
 
 
-def provision_step(cluster: Cluster, version_source: str, version_path: str) -> Step:
+def provision_step(cluster: Cluster, version: catalog.EngineVersion) -> Step:
     """The provision playbook of a cluster, as its record describes it (rerunnable: same instance id)."""
     settings = cluster.settings
     cidrs = settings.get("allowable_ip_addresses", [])
     extravars = {
-        "pg_install_method": version_source,
+        **version.install_vars(),
         "pg_sizing": settings["sizing"], "pg_locale": settings["locale"], "pg_encoding": settings["encoding"],
         "pg_listen_addresses": "*" if cidrs else "localhost",
         "pg_hba_entries": _hba_entries(cidrs),
     }
-    if version_source == "binaries":
-        extravars["pg_binaries_source"] = version_path
     if settings.get("timezone"):
         extravars["pg_timezone"] = settings["timezone"]
     user = settings.get("database_user_name")
@@ -283,7 +281,7 @@ def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec, version: ca
                                       role_type="ACTIVE", role=PRIMARY, service_state=CREATING))
         session.add(cluster)
         session.flush()
-        steps = [provision_step(cluster, version.source, version.path)]
+        steps = [provision_step(cluster, version)]
         params: dict = {}
         secrets: dict = {}
         if spec.user_name:

@@ -194,7 +194,7 @@ def _resume_create(ctx: Context, actor: Account, name: str, new: databases.NewDa
         steps = [step]
         if cluster.service_state != clusters.RUNNING:
             version = catalog.version_of(session, cluster)
-            steps.insert(0, clusters.provision_step(cluster, version.source, version.path))
+            steps.insert(0, clusters.provision_step(cluster, version))
         return clusters.submit(ctx, session, cluster, actor, "dbaas_create", steps, params=params, secrets=secrets,
                                allowed_states=(clusters.RUNNING, clusters.ERROR))
 

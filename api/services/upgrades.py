@@ -35,14 +35,6 @@ from api.services.members import ERROR, PRIMARY, RUNNING, STOPPED, TERMINATED, U
 from api.store.models import Account, Cluster, Member, Operation, utcnow
 
 
-def _install_vars(version: catalog.EngineVersion) -> dict:
-    """How a playbook installs `version`'s software: the contract's pg_install_method and
-    pg_binaries_source, and for apt the version's packages (pinned ones included)."""
-    if version.source == "binaries":
-        return {"pg_install_method": "binaries", "pg_binaries_source": version.path}
-    return {"pg_install_method": "apt", "pg_packages": version.packages.split()}
-
-
 def _same_software(a: catalog.EngineVersion, b: catalog.EngineVersion) -> bool:
     return a.id == b.id or (a.source, a.path, a.packages) == (b.source, b.path, b.packages)
 
@@ -139,7 +131,7 @@ def patch_minor(ctx: Context, actor: Account, cluster_id: str, software_version:
             secrets = dict(ctx.settings.backup_secrets)
         if cluster.service_state == RUNNING:  # else submit answers 409 for the state, as every operation does
             _refuse_shared_host(session, cluster, target)
-        steps.append(Step("patch.yml", _install_vars(target)))
+        steps.append(Step("patch.yml", target.install_vars()))
         params = {"from_version": cluster.software_version, "from_version_id": cluster.engine_version_id,
                   "to_version": target.name, "to_version_id": target.id,
                   "backup_before_upgrade": bool(backup_before_upgrade)}
@@ -280,7 +272,7 @@ def upgrade(ctx: Context, actor: Account, cluster_id: str, target_version: str, 
                 raise Conflict(f"cluster {cluster.id} keeps its PostgreSQL {kept['from_major']} instance from the last "
                                f"upgrade: remove it (POST /v1/clusters/{cluster.id}/upgrade/cleanup) or roll back "
                                f"(POST /v1/clusters/{cluster.id}/upgrade/rollback) first")
-        install = _install_vars(target)
+        install = target.install_vars()
         # The old instance is kept (stopped) on a port of the installation's range, which the host pool
         # then hands to no other instance until the clean-up.
         host = ctx.hosts.hosts[primary(cluster).host]
@@ -290,6 +282,7 @@ def upgrade(ctx: Context, actor: Account, cluster_id: str, target_version: str, 
         steps = [Step("upgrade.yml", {"pg_upgrade_old_port": old_port,
             "pg_upgrade_version": target.major, "pg_upgrade_install_method": install["pg_install_method"],
             "pg_upgrade_binaries_source": install.get("pg_binaries_source", ""),
+            "pg_upgrade_packages": install.get("pg_packages", []),
             "pg_upgrade_method": method, "pg_upgrade_check_only": False})]
         secrets: dict = {}
         policy = backups.policy_of(session, cluster.id)

@@ -6,6 +6,9 @@ version a create uses, and all of it across an API restart.
 One API process of its own (ports 57600-57649, instances `tcat-*`); one real cluster."""
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
@@ -324,3 +327,30 @@ def test_the_default_version_is_what_create_uses_and_the_catalog_survives_a_rest
                 response = cleanup.delete(f"/v1/clusters/{cluster_id}")
                 if response.status_code == 202:
                     assert wait_request(cleanup, response.json()["request_id"])["state"] == "SUCCESS"
+
+
+def test_a_versions_packages_are_what_create_installs(admin):
+    """An apt version's packages reach the install role: pinned to what is installed, the create
+    succeeds; pinned to a version Debian has not, it fails with apt's reason and no instance."""
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "postgresql-15"], capture_output=True,
+                               text=True, check=True).stdout
+    pinned = new_version(admin, "15.3", packages=f"postgresql-15={installed}")
+    missing = new_version(admin, "15.4", packages="postgresql-15=0.0-tcat")
+    made = []
+    try:
+        for name, version, state in (("tcat-missing", missing, "ERROR"), ("tcat-pinned", pinned, "SUCCESS")):
+            response = admin.post("/v1/clusters", json={**cluster_body(name), "dbaas_engine_version_id": version["id"]})
+            assert response.status_code == 202, response.text
+            made.append((response.json()["resource"]["id"], name))
+            request = wait_request(admin, response.json()["request_id"])
+            assert request["state"] == state, request
+            if state == "ERROR":
+                assert "0.0-tcat" in request["message"] and "provision.yml" in request["message"], request
+                assert not any(Path("/etc/postgresql/15").glob(f"{name}*"))
+        assert admin.get(f"/v1/clusters/{made[1][0]}").json()["service_state"] == "RUNNING"
+    finally:
+        for cluster_id, name in made:
+            response = admin.delete(f"/v1/clusters/{cluster_id}")
+            if response.status_code == 202:
+                wait_request(admin, response.json()["request_id"])
+            drop_instance(name)
