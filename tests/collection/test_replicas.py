@@ -41,7 +41,8 @@ def trr_clusters():
 @pytest.fixture(scope='module')
 def play(playbooks):
     def run(cluster, name, secrets=None, **extra):
-        return playbooks(SimpleNamespace(version=PG_VERSION, cluster=cluster))(name, secrets=secrets, **extra)
+        version = extra.pop('pg_version', PG_VERSION)
+        return playbooks(SimpleNamespace(version=version, cluster=cluster))(name, secrets=secrets, **extra)
     return run
 
 
