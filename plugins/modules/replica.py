@@ -24,7 +24,7 @@ description:
   - O(state=resynced) - a fresh C(pg_basebackup) as for a new replica (whatever it holds, diverged writes
     after a promotion included, is replaced), then it follows again. C(pg_rewind) is not used - it needs a
     role with C(pg_read_binary_file) rights on the origin, which the replication role does not have.
-  - O(state=info) - changes nothing; reports RV(replica).
+  - O(state=observed) - changes nothing; reports RV(replica).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dbaas.postgresql.instance
@@ -65,8 +65,8 @@ options:
   state:
     description: See the description.
     type: str
-    default: info
-    choices: [standby, promoted, resynced, info]
+    default: observed
+    choices: [standby, promoted, resynced, observed]
   timeout:
     description: Seconds for C(pg_basebackup), and for a start or a promotion.
     type: int
@@ -103,14 +103,14 @@ EXAMPLES = r'''
 RETURN = r'''
 replica:
   description:
-    - The replica as it is afterwards. RV(replica.replica_state) is V(streaming) (its WAL receiver streams
+    - The replica as it is afterwards. C(replica_state) is V(streaming) (its WAL receiver streams
       from the origin), V(catchup) (in recovery, the WAL receiver starting or catching up), V(disconnected)
       (in recovery with no WAL receiver, e.g. the origin is down), V(stopped) (the instance does not run),
       V(promoted) (an independent primary, it no longer follows).
-    - RV(replica.lag_seconds) is 0 when everything received is replayed, else the age of the last replayed
-      transaction; RV(replica.synced_at) the last time the origin's position was known to the replica
+    - C(lag_seconds) is 0 when everything received is replayed, else the age of the last replayed
+      transaction; C(synced_at) the last time the origin's position was known to the replica
       (C(pg_stat_wal_receiver.latest_end_time)), or when it was promoted. Lag in bytes is the origin's
-      (M(dbaas.postgresql.replica_origin) O(dbaas.postgresql.replica_origin#module:state=info)).
+      (M(dbaas.postgresql.replica_origin) O(dbaas.postgresql.replica_origin#module:state=observed)).
   returned: always
   type: dict
   sample: {replica_state: streaming, replica_state_detail: 'streaming from 127.0.0.1:58100 (slot trr_r1)',
@@ -280,13 +280,13 @@ def main():
     argument_spec.update(login_argument_spec())
     argument_spec.update(
         instance_id=dict(type='str'),
-        origins=dict(type='list', elements='dict', options=dict(host=dict(type='str', required=True),
-                                                                 port=dict(type='int', required=True))),
+        origins=dict(type='list', elements='dict',
+                     options=dict(host=dict(type='str', required=True), port=dict(type='int', required=True))),
         origin_name=dict(type='str'),
         user=dict(type='str', default='pgdbaas_replication'),
         password=dict(type='str', no_log=True),
         slot=dict(type='str'),
-        state=dict(type='str', default='info', choices=['standby', 'promoted', 'resynced', 'info']),
+        state=dict(type='str', default='observed', choices=['standby', 'promoted', 'resynced', 'observed']),
         timeout=dict(type='int', default=3600),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,

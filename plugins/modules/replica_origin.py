@@ -18,7 +18,7 @@ description:
   - O(state=absent) drops the slot (ending the WAL sender that holds it first), so that the origin no longer
     retains WAL for the replica; the role and the C(pg_hba.conf) line stay (other replicas may use them).
     A stopped origin is left alone with a warning (RV(reachable) false).
-  - O(state=info) changes nothing and reports the slot and the WAL sender streaming through it
+  - O(state=observed) changes nothing and reports the slot and the WAL sender streaming through it
     (C(pg_replication_slots), C(pg_stat_replication)) in RV(origin).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -33,7 +33,7 @@ options:
     description: See the description.
     type: str
     default: present
-    choices: [present, absent, info]
+    choices: [present, absent, observed]
   user:
     description: The replication role (O(state=present)); its name is quoted as an identifier.
     type: str
@@ -187,7 +187,7 @@ def main():
     argument_spec.update(login_argument_spec())
     argument_spec.update(
         slot=dict(type='str', required=True),
-        state=dict(type='str', default='present', choices=['present', 'absent', 'info']),
+        state=dict(type='str', default='present', choices=['present', 'absent', 'observed']),
         user=dict(type='str', default='pgdbaas_replication'),
         password=dict(type='str', no_log=True),
         hba_address=dict(type='str'),

@@ -217,3 +217,19 @@ def test_terminate_drops_the_slot_on_the_origin(play, origin):
     terminate(play, 'trr-r4')
     assert 'trr_r4' not in slots(origin)
     assert not Path('/etc/postgresql/15/trr-r4').exists()
+
+
+def test_multi_host_origin_follows_the_member_that_accepts_writes(play, origin, replica):
+    """pg_origin_members: a member that is down first (a failed leader), the origin second."""
+    run = create(play, 'trr-r5', 58105, pg_origin_members=[{'host': '127.0.0.1', 'port': 58149},
+                                                           {'host': '127.0.0.1', 'port': ORIGIN_PORT}])
+    assert not run.failed, run.msg
+    try:
+        inst = PgInstance('trr-r5', 58105)
+        conf = (inst.conf_dir / 'conf.d' / 'pgdbaas-replica.conf').read_text()
+        assert "host=''127.0.0.1,127.0.0.1''" in conf and "port=''58149,58100''" in conf
+        assert "target_session_attrs=''read-write''" in conf
+        write(origin, 500001, 'multi-host')
+        wait_for(lambda: has_row(inst, 500001), what='the new row on the multi-host replica')
+    finally:
+        terminate(play, 'trr-r5')
