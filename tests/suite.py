@@ -49,7 +49,7 @@ EXPECTED_SECONDS = {
     "pytest tests/api/test_schemathesis.py": 300,
     "sanity": 240,
     "pytest tests/collection/test_pgbackrest.py": 220,
-    "pytest tests/collection/test_replicas.py": 340,
+    "pytest tests/collection/test_replicas.py": 270,
     "pytest tests/api/test_queue.py": 155,
     "pytest tests/api/test_secrets.py": 145,
     "pytest tests/api/test_engine.py": 140,
