@@ -31,6 +31,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ansible_collections.dbaas.postgresql.plugins.modules.upgrade import (  # noqa: E402
+    CONNECTABLE, KNOWN_ATTRIBUTE_OPTIONS, STRIP_ATTRIBUTE_OPTIONS)
 from tests.engines import layout_root, remove_layout, tree  # noqa: E402
 
 SCALE = int(os.environ.get("PGBENCH_SCALE", "50"))
@@ -106,14 +108,32 @@ class Writer(threading.Thread):
         return max(b - a for a, b in zip(self.times, self.times[1:]))
 
 
+def map_root(version: str, name: str) -> None:
+    """Let root log in as postgres over the socket (peer, like the install role's map pgdbaas) on an
+    instance pg_createcluster made: the bench's connections are root's."""
+    conf = Path("/etc/postgresql") / version / name
+    with (conf / "pg_ident.conf").open("a") as ident:
+        ident.write("bench root postgres\nbench postgres postgres\n")
+    hba = conf / "pg_hba.conf"
+    hba.write_text("local all postgres peer map=bench\n" + hba.read_text())
+
+
 def raw_upgrade(name: str, port: int, method: str) -> dict:
     """stop, pg_createcluster 16 on the same port, pg_upgrade, start: {total_s, pg_upgrade_s}."""
     bindir = f"/usr/lib/postgresql/{TARGET}/bin"
     work = Path(tempfile.mkdtemp(prefix="tupgbench-raw-", dir="/var/tmp"))
     shutil.chown(work, "postgres", "postgres")
+    # What the upgrade module does first too: this host's 15.20 stamps attribute options the new
+    # major's pg_restore refuses.
+    with psycopg.connect(host=SOCKET, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        databases = [row[0] for row in conn.execute(CONNECTABLE)]
+    for database in databases:
+        with psycopg.connect(host=SOCKET, port=port, user="postgres", dbname=database, autocommit=True) as conn:
+            conn.execute(STRIP_ATTRIBUTE_OPTIONS, {"known": list(KNOWN_ATTRIBUTE_OPTIONS)})
     started = time.perf_counter()
     run("pg_ctlcluster", "15", name, "stop")
     run("pg_createcluster", f"--port={port}", TARGET, name, "--", "--data-checksums")
+    map_root(TARGET, name)
     upgrade_started = time.perf_counter()
     as_postgres(f"{bindir}/pg_upgrade", "-b", "/usr/lib/postgresql/15/bin", "-B", bindir,
                 "-d", f"/etc/postgresql/15/{name}", "-D", f"/etc/postgresql/{TARGET}/{name}",
@@ -136,6 +156,7 @@ def main() -> None:
             playbook("provision.yml", pg_cluster=name, pg_port=port, pg_install_method="apt")
             results["database_bytes"] = fill(port)
             run("pg_createcluster", "15", raw_name, f"--port={raw_port}", "--", "--data-checksums")
+            map_root("15", raw_name)
             run("pg_ctlcluster", "15", raw_name, "start")
             fill(raw_port)
 
