@@ -367,8 +367,22 @@ class Cluster:
     def reachable(self):
         return self.client is not None
 
+    def local_files(self):
+        """Files of each member of this host: {name: {data_dir, config_dir, config_file, pgpass, log_file}}."""
+        files = {}
+        for name, path, cfg in self.local:
+            pg = cfg.get('postgresql') or {}
+            files[name] = dict(data_dir=pg.get('data_dir'), config_dir=pg.get('config_dir') or pg.get('data_dir'),
+                               config_file=path, pgpass=pg.get('pgpass'), log_file=log_path(self.version, name))
+        return files
+
     def describe(self):
         """The cluster as GET /cluster tells, members enriched with GET /patroni of each (dict)."""
+        described = self._describe()
+        described['local_files'] = self.local_files()
+        return described
+
+    def _describe(self):
         local_names = [name for name, dummy, dummy in self.local]
         if self.client is None:
             members = [dict(name=name, role=None, state='stopped', host=None, port=None, api_url=rest_url(cfg),

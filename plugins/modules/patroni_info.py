@@ -149,6 +149,13 @@ local_members:
   returned: always
   type: list
   elements: str
+local_files:
+  description: Files of each member configured on this host (what role dbaas.postgresql.terminate removes).
+  returned: always
+  type: dict
+  sample: {tenant1-m1: {data_dir: /var/lib/postgresql/15/tenant1-m1, config_dir: /etc/postgresql/15/tenant1-m1,
+           config_file: /etc/patroni/15-tenant1-m1.yml, pgpass: /var/lib/postgresql/.pgpass-patroni-15-tenant1-m1,
+           log_file: /var/log/postgresql/patroni-15-tenant1-m1.log}}
 errors:
   description: Why local members did not answer (when none did).
   returned: always
@@ -170,7 +177,7 @@ def main():
     cluster = Cluster(params['version'], params['cluster'], params.get('patroni'))
     if not cluster.local and not (params.get('patroni') or {}).get('url'):
         module.exit_json(changed=False, exists=False, scope=params['cluster'], reachable=False, leader=None,
-                         paused=None, members=[], local_members=[], errors=[])
+                         paused=None, members=[], local_members=[], local_files={}, errors=[])
     try:
         described = cluster.describe()
     except PatroniError as exc:

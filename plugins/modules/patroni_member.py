@@ -13,6 +13,7 @@ description:
     leader (C(POST /reinitialize) with C(force)), then waits until it runs as a replica again. Always changes.
   - V(paused) and V(resumed) set the cluster's maintenance mode (C(PATCH /config) C(pause)): while paused
     Patroni neither fails over nor restarts PostgreSQL. They change only when needed.
+  - V(configured) brings the dynamic configuration (DCS) to O(config); it changes only what differs.
   - V(removed) deletes the cluster's keys from the DCS (etcd, prefix C(/pgdbaas/<cluster>/)): only once no
     member configured on this host runs (role C(dbaas.postgresql.terminate) stops them first).
 options:
@@ -31,7 +32,13 @@ options:
     description: What to do (see the description).
     type: str
     required: true
-    choices: [reinitialized, paused, resumed, removed]
+    choices: [reinitialized, paused, resumed, removed, configured]
+  config:
+    description:
+      - With O(state=configured), settings of the dynamic configuration (C(ttl), C(loop_wait),
+        C(maximum_lag_on_failover), C(synchronous_mode), C(postgresql.use_pg_rewind), ...): those that differ from
+        C(GET /config) are sent with one C(PATCH /config).
+    type: dict
   patroni:
     description: How to reach the REST API; by default from the local members' configuration.
     type: dict
@@ -91,6 +98,10 @@ member:
   description: The reinitialized member as M(dbaas.postgresql.patroni_info) describes it afterwards.
   returned: with state reinitialized
   type: dict
+config_changes:
+  description: The settings V(configured) sent (or would send).
+  returned: with state configured
+  type: dict
 deleted_keys:
   description: Number of DCS keys deleted (in check mode, that would be).
   returned: with state removed
@@ -137,13 +148,38 @@ def remove(module, cluster):
     module.exit_json(changed=count > 0, deleted_keys=count)
 
 
+def differences(wanted, current):
+    """The part of wanted that current (GET /config) does not already hold."""
+    changes = {}
+    for key, value in wanted.items():
+        have = current.get(key) if isinstance(current, dict) else None
+        if isinstance(value, dict):
+            sub = differences(value, have if isinstance(have, dict) else {})
+            if sub:
+                changes[key] = sub
+        elif have != value:
+            changes[key] = value
+    return changes
+
+
+def configure(module, cluster):
+    try:
+        changes = differences(module.params['config'] or {}, cluster.client.config())
+        if changes and not module.check_mode:
+            cluster.client.patch_config(changes)
+    except PatroniError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=bool(changes), config_changes=changes)
+
+
 def main():
     argument_spec = cluster_argument_spec()
     argument_spec.update(member=dict(type='str'),
                          state=dict(type='str', required=True,
-                                    choices=['reinitialized', 'paused', 'resumed', 'removed']))
+                                    choices=['reinitialized', 'paused', 'resumed', 'removed', 'configured']),
+                         config=dict(type='dict'))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[('state', 'reinitialized', ['member'])])
+                           required_if=[('state', 'reinitialized', ['member']), ('state', 'configured', ['config'])])
     params = module.params
     scope, state = params['cluster'], params['state']
     cluster = Cluster(params['version'], scope, params.get('patroni'))
@@ -152,6 +188,8 @@ def main():
     if not cluster.reachable:
         module.fail_json(msg='No member of Patroni cluster %s answers on this host%s'
                          % (scope, (': ' + '; '.join(cluster.errors)) if cluster.errors else ' (none configured)'))
+    if state == 'configured':
+        configure(module, cluster)
     try:
         before = cluster.describe()
     except PatroniError as exc:
