@@ -16,7 +16,7 @@ deps: .stamps/apt venv collection engines
 .stamps/apt:
 	@mkdir -p .stamps
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q $(APT_PACKAGES); fi
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); fi
 	@# patroni and etcd-server ship default services (a patroni, an etcd on 2379): pgdbaas runs its own
 	@# members (roles etcd, patroni), so Debian's stay disabled and stopped.
 	@for svc in etcd patroni; do \
