@@ -39,7 +39,7 @@ options:
         configuration in C(/etc/postgresql/<version>/<cluster>/), data in the directory named by
         C(data_directory) (normally C(/var/lib/postgresql/<version>/<cluster>)), servers run with
         C(pg_ctl) as the instance owner, or with C(systemctl) on C(postgresql@<version>-<cluster>) under systemd.
-      - V(patroni) is a member of a Patroni cluster (role C(dbaas.postgresql.patroni)): its configuration
+      - V(patroni) is a member of a Patroni cluster (role C(dbaas.postgresql.patroni)); its configuration
         C(/etc/patroni/<version>-<cluster>.yml) (O(patroni.config_file)) gives the data directory, the
         configuration directory and the port; the run state is the member's REST API (C(GET /patroni),
         V(started) when its state is C(running)); restart and reload are C(POST /restart) and C(POST /reload);

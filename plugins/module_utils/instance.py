@@ -455,8 +455,18 @@ class PatroniController(InstanceController):
         return body if isinstance(body, dict) else None
 
     def status(self):
+        """'started' while the member's Patroni runs (its REST API answers, or its daemon lives), else 'stopped'.
+
+        A member still starting (base backup, recovery, rewind) counts as started, so that a stop
+        stops it; the actions wait for Patroni's state ``running`` themselves.
+        """
+        if self.member_state() is not None or self._daemon_alive(strict=True):
+            return 'started'
+        return 'stopped'
+
+    def running(self):
         state = self.member_state()
-        return 'started' if state and state.get('state') == 'running' else 'stopped'
+        return bool(state) and state.get('state') == 'running'
 
     def pending_restart(self, db):
         state = self.member_state()
@@ -506,11 +516,10 @@ class PatroniController(InstanceController):
         wanted = 'stopped' if action == 'stop' else 'started'
         if rc == 0:
             if wanted == 'started':
-                patroni.wait_for(lambda: self.status() == 'started'
-                                 or (action == 'start' and not self._daemon_alive()), timeout)
+                patroni.wait_for(lambda: self.running() or (action == 'start' and not self._daemon_alive()), timeout)
             else:
                 patroni.wait_for(lambda: self.member_state() is None and not self._postmaster_running(), timeout)
-        observed = self.status()
+        observed = 'started' if self.running() else self.status() if wanted == 'stopped' else 'stopped'
         if wanted == 'stopped' and self._postmaster_running():
             observed = 'started'
         result['accepting_connections'] = self.accepting_connections()
@@ -527,9 +536,9 @@ class PatroniController(InstanceController):
             self.module.fail_json(msg=msg, **result)
         return observed
 
-    def _daemon_alive(self):
+    def _daemon_alive(self, strict=False):
         if os.path.isdir(SYSTEMD_RUN_DIR):
-            return True
+            return not strict
         return patroni.daemon_pid(self.instance.version, self.instance.cluster) is not None
 
     _log_size = DebianController._log_size

@@ -28,7 +28,8 @@ import os
 import pwd
 import time
 import urllib.error
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 try:
     import yaml
@@ -134,19 +135,15 @@ class PatroniClient:
     def request(self, method, path, body=None, timeout=None):
         """(status, decoded body) of the call; PatroniError when the member does not answer."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header('Accept', 'application/json')
+        headers = {'Accept': 'application/json'}
         if data is not None:
-            req.add_header('Content-Type', 'application/json')
+            headers['Content-Type'] = 'application/json'
         if self.user:
             token = base64.b64encode(('%s:%s' % (self.user, self.password or '')).encode()).decode()
-            req.add_header('Authorization', 'Basic ' + token)
-        context = None
-        if self.url.startswith('https') and self.ca_file:
-            import ssl
-            context = ssl.create_default_context(cafile=self.ca_file)
+            headers['Authorization'] = 'Basic ' + token
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout, context=context) as resp:
+            with open_url(self.url + path, data=data, headers=headers, method=method,
+                          timeout=timeout or self.timeout, ca_path=self.ca_file) as resp:
                 return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
@@ -288,10 +285,9 @@ def etcd_delete_prefix(endpoint, prefix, timeout=10):
                        'range_end': base64.b64encode(range_end).decode()}).encode()
     last_error = None
     for api in ('/v3/kv/deleterange', '/v3beta/kv/deleterange'):
-        req = urllib.request.Request(endpoint.rstrip('/') + api, data=body, method='POST')
-        req.add_header('Content-Type', 'application/json')
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with open_url(endpoint.rstrip('/') + api, data=body, method='POST', timeout=timeout,
+                          headers={'Content-Type': 'application/json'}) as resp:
                 answer = json.loads(resp.read().decode() or '{}')
             return int(answer.get('deleted', 0))
         except urllib.error.HTTPError as exc:
@@ -310,10 +306,9 @@ def etcd_count_prefix(endpoint, prefix, timeout=10):
     range_end = key[:-1] + bytes([key[-1] + 1])
     body = json.dumps({'key': base64.b64encode(key).decode(), 'range_end': base64.b64encode(range_end).decode(),
                        'count_only': True}).encode()
-    req = urllib.request.Request(endpoint.rstrip('/') + '/v3/kv/range', data=body, method='POST')
-    req.add_header('Content-Type', 'application/json')
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with open_url(endpoint.rstrip('/') + '/v3/kv/range', data=body, method='POST', timeout=timeout,
+                      headers={'Content-Type': 'application/json'}) as resp:
             return int(json.loads(resp.read().decode() or '{}').get('count', 0))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise PatroniError('Reading %s from etcd at %s failed: %s' % (prefix, endpoint, exc)) from None
