@@ -39,7 +39,7 @@ from tests.api.conftest import SHARED_SERVER_MODULES  # noqa: E402
 
 # Seconds each unit took here (2 cores, busy): only the order they start in, longest first.
 EXPECTED_SECONDS = {
-    "pytest tests/collection/test_ha.py": 480,
+    "pytest tests/collection/test_ha.py": 230,
     "pytest shared API server": 760,
     "pytest tests/api/test_backups.py": 590,
     "pytest tests/collection/test_restore.py": 300,

@@ -12,6 +12,9 @@ description:
   - Before Patroni takes over an instance (role C(dbaas.postgresql.patroni)), gives its superuser a password
     and makes the replication role (C(LOGIN REPLICATION)) and the rewind role (C(LOGIN), C(EXECUTE) on
     C(pg_ls_dir), C(pg_stat_file) and C(pg_read_binary_file), what C(pg_rewind) needs of a non-superuser).
+  - The rewind role is granted C(CONNECT) on the database C(postgres) by name, since the
+    C(dbaas.postgresql.install) role takes C(CONNECT) away from C(PUBLIC); without it Patroni cannot check
+    the new leader nor run C(pg_rewind), and a former leader never rejoins.
   - Idempotent: a password is set only when the stored SCRAM secret was not made from it; passwords are sent
     as SCRAM secrets computed on this host, never in clear text.
 options:
@@ -95,6 +98,7 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     stored_secret,
 )
 
+REWIND_DATABASE = 'postgres'
 REWIND_FUNCTIONS = (
     'pg_catalog.pg_ls_dir(text, boolean, boolean)',
     'pg_catalog.pg_stat_file(text, boolean)',
@@ -125,6 +129,10 @@ def manage(module, db):
     ensure_role(db, params['replication_user'], params['replication_password'], True)
     ensure_role(db, params['rewind_user'], params['rewind_password'], False)
     exists = db.row('SELECT 1 AS ok FROM pg_catalog.pg_roles WHERE rolname = %s', (params['rewind_user'],))
+    if not (exists and db.row('SELECT pg_catalog.has_database_privilege(%s, %s, %s) AS ok',
+                              (params['rewind_user'], REWIND_DATABASE, 'CONNECT'))['ok']):
+        db.run(sql.SQL('GRANT CONNECT ON DATABASE {} TO {}').format(sql.Identifier(REWIND_DATABASE),
+                                                                   sql.Identifier(params['rewind_user'])))
     for function in REWIND_FUNCTIONS:
         if exists and db.row('SELECT pg_catalog.has_function_privilege(%s, %s, %s) AS ok',
                              (params['rewind_user'], function, 'EXECUTE'))['ok']:

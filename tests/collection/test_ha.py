@@ -339,7 +339,7 @@ def test_kill_leader_fails_over_and_it_rejoins(ha):
 
     assert poll(follows_new_timeline, 60)
     log = Path('/var/log/postgresql/patroni-15-%s.log' % old).read_text(errors='replace')
-    print('old leader %s rejoined on timeline %d%s' % (old, leader_tli, ' (pg_rewind ran)' if 'rewind' in log else ''))
+    print('old leader %s rejoined on timeline %d%s' % (old, leader_tli, ' (pg_rewind ran)' if 'pg_rewind exit code=0' in log else ''))
 
 
 def test_a_member_that_is_down_answers_clearly(ha, run_module):
