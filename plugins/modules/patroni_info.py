@@ -13,7 +13,7 @@ description:
     (C(/etc/patroni/<version>-*.yml) whose C(scope) is O(cluster), as role C(dbaas.postgresql.patroni) writes them)
     and asks the first one that answers (or O(patroni.url)) for the cluster (C(GET /cluster), C(GET /config)),
     then each member for its own state (C(GET /patroni)).
-  - Never fails because members are down: a cluster none of whose local members answers is reported
+  - Never fails because members are down; a cluster none of whose local members answers is reported
     with RV(reachable=false) and its local members V(stopped).
 options:
   version:
@@ -21,7 +21,7 @@ options:
     type: str
     default: '15'
   cluster:
-    description: The Patroni cluster (C(scope)): the pgdbaas instance name.
+    description: The Patroni cluster (C(scope)), the pgdbaas instance name.
     type: str
     required: true
   patroni:

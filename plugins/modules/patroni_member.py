@@ -11,10 +11,10 @@ short_description: Reinitialize a member of a Patroni cluster, pause or resume t
 description:
   - V(reinitialized) makes Patroni wipe the data directory of replica O(member) and clone it again from the
     leader (C(POST /reinitialize) with C(force)), then waits until it runs as a replica again. Always changes.
-  - V(paused) and V(resumed) set the cluster's maintenance mode (C(PATCH /config) C(pause)): while paused
+  - V(paused) and V(resumed) set the cluster's maintenance mode (C(PATCH /config) C(pause)); while paused
     Patroni neither fails over nor restarts PostgreSQL. They change only when needed.
   - V(configured) brings the dynamic configuration (DCS) to O(config); it changes only what differs.
-  - V(removed) deletes the cluster's keys from the DCS (etcd, prefix C(/pgdbaas/<cluster>/)): only once no
+  - V(removed) deletes the cluster's keys from the DCS (etcd, prefix C(/pgdbaas/<cluster>/)), only once no
     member configured on this host runs (role C(dbaas.postgresql.terminate) stops them first).
 options:
   version:
@@ -36,7 +36,7 @@ options:
   config:
     description:
       - With O(state=configured), settings of the dynamic configuration (C(ttl), C(loop_wait),
-        C(maximum_lag_on_failover), C(synchronous_mode), C(postgresql.use_pg_rewind), ...): those that differ from
+        C(maximum_lag_on_failover), C(synchronous_mode), C(postgresql.use_pg_rewind), ...); those that differ from
         C(GET /config) are sent with one C(PATCH /config).
     type: dict
   patroni:
@@ -70,7 +70,7 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - A member that is down (its REST API does not answer) cannot be reinitialized: the module fails saying so.
+  - A member that is down (its REST API does not answer) cannot be reinitialized; the module fails saying so.
     The leader is never reinitialized.
 author:
   - pgdbaas contributors (!UNKNOWN)

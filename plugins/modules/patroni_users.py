@@ -15,7 +15,7 @@ description:
   - The rewind role is granted C(CONNECT) on the database C(postgres) by name, since the
     C(dbaas.postgresql.install) role takes C(CONNECT) away from C(PUBLIC); without it Patroni cannot check
     the new leader nor run C(pg_rewind), and a former leader never rejoins.
-  - Idempotent: a password is set only when the stored SCRAM secret was not made from it; passwords are sent
+  - Idempotent; a password is set only when the stored SCRAM secret was not made from it; passwords are sent
     as SCRAM secrets computed on this host, never in clear text.
 options:
   superuser:
