@@ -16,7 +16,7 @@ description:
     the module asks for a failover (C(POST /failover)), which Patroni also performs when no member leads.
   - Waits until the candidate leads and, after a switchover, until the old leader runs again as a replica,
     at most O(timeout) seconds.
-  - Idempotent: when O(candidate) already leads, nothing changes.
+  - Idempotent; when O(candidate) already leads, nothing changes.
 options:
   version:
     description: PostgreSQL major version of the members.

@@ -132,7 +132,7 @@ def manage(module, db):
     if not (exists and db.row('SELECT pg_catalog.has_database_privilege(%s, %s, %s) AS ok',
                               (params['rewind_user'], REWIND_DATABASE, 'CONNECT'))['ok']):
         db.run(sql.SQL('GRANT CONNECT ON DATABASE {} TO {}').format(sql.Identifier(REWIND_DATABASE),
-                                                                   sql.Identifier(params['rewind_user'])))
+                                                                    sql.Identifier(params['rewind_user'])))
     for function in REWIND_FUNCTIONS:
         if exists and db.row('SELECT pg_catalog.has_function_privilege(%s, %s, %s) AS ok',
                              (params['rewind_user'], function, 'EXECUTE'))['ok']:
