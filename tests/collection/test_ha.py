@@ -272,18 +272,22 @@ def test_restart_through_patroni_keeps_the_leader(ha):
 def test_switchover_under_writes_loses_nothing(ha):
     with leader_conn() as conn:
         conn.execute('CREATE TABLE IF NOT EXISTS w_switch (id int PRIMARY KEY)')
-    assert poll(lambda: all(member_running(n) for n in PORTS), 60)
+    assert poll(lambda: all(member_running(n) for n in PORTS) and leader(), 60)
     before = leader()
+    # Synchronous mode: Patroni switches over only to the synchronous standby (a restart may have just ended).
+    assert poll(lambda: member_running([n for n in PORTS if n != before][0], ('sync_standby',)), 60)
     writer = Writer('w_switch')
     writer.start()
-    assert poll(lambda: len(writer.acked) > 20, 30)
-    started = time.monotonic()
-    run = ha['run']('switchover', pg_controller='patroni')
-    assert poll(lambda: writer.times and writer.times[-1] > time.monotonic() - 0.5 and leader() != before, 30)
-    acked_after = len(writer.acked)
-    assert poll(lambda: len(writer.acked) > acked_after + 20, 30)
-    writer.stop()
-    assert not run.failed, run.raw
+    try:
+        assert poll(lambda: len(writer.acked) > 20, 30)
+        started = time.monotonic()
+        run = ha['run']('switchover', pg_controller='patroni')
+        assert not run.failed, run.raw
+        assert poll(lambda: writer.times and writer.times[-1] > time.monotonic() - 0.5 and leader() != before, 30)
+        acked_after = len(writer.acked)
+        assert poll(lambda: len(writer.acked) > acked_after + 20, 30)
+    finally:
+        writer.stop()
     report = run.report['switchover']
     assert report['previous_leader'] == before and report['leader'] != before and report['changed'] is True
     gap = writer.gap(started)
