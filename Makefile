@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-common postgresql-contrib \
-	locales sudo git rsync python3-apt pgbackrest
+	locales sudo git rsync python3-apt pgbackrest patroni etcd-server etcd-client
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -17,6 +17,13 @@ deps: .stamps/apt venv collection engines
 	@mkdir -p .stamps
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); fi
+	@# patroni and etcd-server ship default services (a patroni, an etcd on 2379): pgdbaas runs its own
+	@# members (roles etcd, patroni), so Debian's stay disabled and stopped.
+	@for svc in etcd patroni; do \
+		if [ -d /run/systemd/system ]; then systemctl disable --now $$svc 2>/dev/null || true; \
+		elif [ -x /etc/init.d/$$svc ]; then update-rc.d $$svc disable >/dev/null 2>&1 || true; \
+		  [ -f /run/$$svc.pid ] && start-stop-daemon --stop --quiet --oknodo --pidfile /run/$$svc.pid || true; fi; \
+	done
 	@touch $@
 
 venv: $(VENV)/.installed

@@ -53,6 +53,7 @@ EXPECTED_SECONDS = {
     "pytest tests/api/test_schemathesis.py": 330,
     "pytest tests/collection/test_playbooks_lifecycle.py": 270,
     "pytest tests/collection/test_replicas.py": 270,
+    "pytest tests/collection/test_ha.py": 230,
     "pytest tests/api/test_queue.py": 230,
     "pytest tests/api/test_engine.py": 225,
     "pytest tests/collection/test_extension.py": 220,

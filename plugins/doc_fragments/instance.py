@@ -39,11 +39,40 @@ options:
         configuration in C(/etc/postgresql/<version>/<cluster>/), data in the directory named by
         C(data_directory) (normally C(/var/lib/postgresql/<version>/<cluster>)), servers run with
         C(pg_ctl) as the instance owner, or with C(systemctl) on C(postgresql@<version>-<cluster>) under systemd.
+      - V(patroni) is a member of a Patroni cluster (role C(dbaas.postgresql.patroni)); its configuration
+        C(/etc/patroni/<version>-<cluster>.yml) (O(patroni.config_file)) gives the data directory, the
+        configuration directory and the port; the run state is the member's REST API (C(GET /patroni),
+        V(started) when its state is C(running)); restart and reload are C(POST /restart) and C(POST /reload);
+        start and stop act on the member's Patroni daemon (C(patroni@<version>-<cluster>) under systemd, else
+        start-stop-daemon with pid file C(/run/patroni/<version>-<cluster>.pid)), whose postmaster follows it.
       - The playbooks set it from C(pg_controller) (default V(debian)) for every module of the action
         group C(dbaas.postgresql.instance).
     type: str
     default: debian
-    choices: [debian]
+    choices: [debian, patroni]
+  patroni:
+    description:
+      - How to reach the Patroni member when O(controller=patroni); ignored otherwise.
+    type: dict
+    suboptions:
+      url:
+        description:
+          - URL of the member's REST API.
+          - Default is read from the member's configuration (C(restapi.connect_address), else
+            C(restapi.listen)), falling back to C(http://127.0.0.1:8008).
+        type: str
+      user:
+        description: REST API user; default C(restapi.authentication.username) of the member's configuration.
+        type: str
+      password:
+        description: REST API password; default C(restapi.authentication.password) of the member's configuration.
+        type: str
+      ca_file:
+        description: CA file to verify an C(https) REST API.
+        type: path
+      config_file:
+        description: The member's Patroni configuration; default C(/etc/patroni/<version>-<cluster>.yml).
+        type: path
 '''
 
     # Connecting to the instance as a database role.

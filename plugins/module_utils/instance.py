@@ -67,6 +67,7 @@ import pwd
 import shlex
 import subprocess
 
+from ansible_collections.dbaas.postgresql.plugins.module_utils import patroni
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     CLUSTER_RE,
     DEFAULT_PORT,
@@ -109,6 +110,13 @@ def instance_argument_spec():
         cluster=dict(type='str', required=True),
         port=dict(type='int'),
         controller=dict(type='str', default='debian', choices=sorted(CONTROLLERS)),
+        patroni=dict(type='dict', options=dict(
+            url=dict(type='str'),
+            user=dict(type='str'),
+            password=dict(type='str', no_log=True),
+            ca_file=dict(type='path'),
+            config_file=dict(type='path'),
+        )),
     )
 
 
@@ -368,4 +376,173 @@ class DebianController(InstanceController):
         return text.splitlines()[-lines:]
 
 
-CONTROLLERS = {DebianController.name: DebianController}
+# --------------------------------------------------------------------------------------------
+# Patroni members (role dbaas.postgresql.patroni; layout in module_utils/patroni.py)
+
+class PatroniController(InstanceController):
+    """A member of a Patroni cluster: see the module docstring, "How a Patroni controller slots in".
+
+    The member is named by version and cluster (the member's instance name, Patroni's ``name``);
+    its configuration is /etc/patroni/<version>-<cluster>.yml unless ``patroni.config_file`` names
+    another. The REST API's URL and credentials come from options ``patroni.url``, ``user`` and
+    ``password`` or else from that configuration (restapi.connect_address, restapi.authentication).
+    """
+
+    name = 'patroni'
+
+    def locate(self):
+        module = self.module
+        params = module.params
+        version, cluster = params['version'], params['cluster']
+        if not VERSION_RE.match(version):
+            module.fail_json(msg='version must be a PostgreSQL major version such as 15, not %r' % version,
+                             state='error')
+        if not CLUSTER_RE.match(cluster):
+            module.fail_json(msg='cluster must match %s, not %r' % (CLUSTER_RE.pattern, cluster),
+                             state='error')
+        options = params.get('patroni') or {}
+        path = options.get('config_file') or patroni.config_path(version, cluster)
+        if not os.path.isfile(path):
+            module.fail_json(msg='Instance %s/%s is not a Patroni member (no %s)' % (version, cluster, path),
+                             state='error', exists=False, version=version, cluster=cluster)
+        try:
+            cfg = patroni.load_config(path)
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg='Cannot read the Patroni configuration of %s/%s: %s' % (version, cluster, exc),
+                             state='error', exists=True, version=version, cluster=cluster)
+        self.patroni_config_file = path
+        self.patroni_config = cfg
+        pg = cfg.get('postgresql') or {}
+        data_dir = str(pg.get('data_dir') or os.path.join(DATA_ROOT, version, cluster))
+        conf_dir = str(pg.get('config_dir') or data_dir)
+        inst = Instance(version=version, cluster=cluster, conf_dir=conf_dir,
+                        config_file=os.path.join(conf_dir, 'postgresql.conf'),
+                        bindir=str(pg.get('bin_dir') or os.path.join(BIN_ROOT, version, 'bin')),
+                        data_directory=data_dir, log_file=patroni.log_path(version, cluster))
+        settings = {}
+        for conf in (inst.config_file, os.path.join(data_dir, 'postgresql.auto.conf')):
+            try:
+                parse_conf(conf, settings)
+            except OSError:
+                pass
+        settings.update({str(k).lower(): str(v) for k, v in (pg.get('parameters') or {}).items()})
+        inst.settings = settings
+        listen_port = str(pg.get('listen', '')).rpartition(':')[2]
+        try:
+            inst.port = params.get('port') or int(listen_port or settings.get('port', DEFAULT_PORT))
+        except ValueError:
+            module.fail_json(msg='Cannot read the port of member %s from %s' % (inst.name, path),
+                             state='error', exists=True, version=version, cluster=cluster)
+        inst.socket_dir = (params.get('login_unix_socket')
+                           or _first_socket_dir(settings.get('unix_socket_directories', DEFAULT_SOCKET_DIR)))
+        user, password = patroni.rest_auth(cfg)
+        self.client = patroni.PatroniClient(url=options.get('url') or patroni.rest_url(cfg),
+                                            user=options.get('user') or user,
+                                            password=options.get('password') or password,
+                                            ca_file=options.get('ca_file'))
+        return inst
+
+    @property
+    def systemd_unit(self):
+        return 'patroni@%s-%s' % (self.instance.version, self.instance.cluster)
+
+    def member_state(self):
+        """GET /patroni of the member (dict), or None when its REST API does not answer."""
+        try:
+            body = self.client.patroni()
+        except patroni.PatroniError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def status(self):
+        """'started' while the member's Patroni runs (its REST API answers, or its daemon lives), else 'stopped'.
+
+        A member still starting (base backup, recovery, rewind) counts as started, so that a stop
+        stops it; the actions wait for Patroni's state ``running`` themselves.
+        """
+        if self.member_state() is not None or self._daemon_alive(strict=True):
+            return 'started'
+        return 'stopped'
+
+    def running(self):
+        state = self.member_state()
+        return bool(state) and state.get('state') == 'running'
+
+    def pending_restart(self, db):
+        state = self.member_state()
+        if state and state.get('pending_restart'):
+            return sorted(set(super().pending_restart(db)) or {'(patroni pending_restart)'})
+        return super().pending_restart(db)
+
+    def _daemon(self, action):
+        """Start or stop the member's Patroni daemon: (argv, rc, output)."""
+        inst = self.instance
+        if os.path.isdir(SYSTEMD_RUN_DIR):
+            argv = [self.module.get_bin_path('systemctl', required=True), action, self.systemd_unit]
+        else:
+            if action == 'start':
+                patroni.prepare_daemon_files(inst.version, inst.cluster, self.patroni_config)
+            argv = patroni.daemon_argv(action, inst.version, inst.cluster, self.patroni_config,
+                                       self.patroni_config_file)
+        rc, out, err = self.module.run_command(argv, environ_update={'LANG': 'C.UTF-8'})
+        return argv, rc, out + err
+
+    def _postmaster_running(self):
+        try:
+            with open(os.path.join(self.instance.data_directory, 'postmaster.pid')) as handle:
+                pid = int(handle.readline())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def change(self, action, result, timeout=60):
+        if action not in ACTIONS:
+            raise ValueError('unknown action %r' % action)
+        inst = self.instance
+        offset = self._log_size()
+        rc, output = 0, ''
+        client = self.client
+        try:
+            if action in ('start', 'stop'):
+                argv, rc, output = self._daemon(action)
+                result.setdefault('commands', []).append(shlex.join(argv))
+            else:
+                result.setdefault('commands', []).append('POST %s/%s' % (client.url, action))
+                answer = client.post('/' + action, {}, timeout=timeout + 5)
+                output = answer if isinstance(answer, str) else ''
+        except patroni.PatroniError as exc:
+            rc, output = 1, str(exc)
+        wanted = 'stopped' if action == 'stop' else 'started'
+        if rc == 0:
+            if wanted == 'started':
+                patroni.wait_for(lambda: self.running() or (action == 'start' and not self._daemon_alive()), timeout)
+            else:
+                patroni.wait_for(lambda: self.member_state() is None and not self._postmaster_running(), timeout)
+        observed = 'started' if self.running() else self.status() if wanted == 'stopped' else 'stopped'
+        if wanted == 'stopped' and self._postmaster_running():
+            observed = 'started'
+        result['accepting_connections'] = self.accepting_connections()
+        if rc != 0 or observed != wanted:
+            state = self.member_state()
+            msg = '%s of Patroni member %s failed (rc=%d, now %s%s): %s' % (
+                action, inst.name, rc, observed,
+                ', Patroni state %r' % state.get('state') if state else ', Patroni does not answer',
+                output.strip())
+            lines = self._log_tail(offset)
+            if lines:
+                msg += '\nLast lines of %s:\n%s' % (inst.log_file, '\n'.join(lines))
+            result['state'] = 'error'
+            self.module.fail_json(msg=msg, **result)
+        return observed
+
+    def _daemon_alive(self, strict=False):
+        if os.path.isdir(SYSTEMD_RUN_DIR):
+            return not strict
+        return patroni.daemon_pid(self.instance.version, self.instance.cluster) is not None
+
+    _log_size = DebianController._log_size
+    _log_tail = DebianController._log_tail
+
+
+CONTROLLERS = {DebianController.name: DebianController, PatroniController.name: PatroniController}
