@@ -109,3 +109,33 @@ notes:
     C(pg_catalog, pg_temp)), so that functions and operators a tenant creates in its schemas never
     run in the module's superuser sessions.
 '''
+
+    # The modules acting on a whole Patroni cluster (patroni_info, patroni_switchover, patroni_member):
+    # module_utils/patroni.py cluster_argument_spec(); each module documents its own timeout.
+    PATRONI_CLUSTER = r'''
+options:
+  version:
+    description: PostgreSQL major version of the members.
+    type: str
+    default: '15'
+  cluster:
+    description: The Patroni cluster (C(scope)), the pgdbaas instance name.
+    type: str
+    required: true
+  patroni:
+    description: How to reach the REST API; by default from the local members' configuration.
+    type: dict
+    suboptions:
+      url:
+        description: URL of one member's REST API.
+        type: str
+      user:
+        description: REST API user.
+        type: str
+      password:
+        description: REST API password.
+        type: str
+      ca_file:
+        description: CA file of an C(https) REST API.
+        type: path
+'''

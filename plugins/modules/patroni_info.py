@@ -16,35 +16,12 @@ description:
   - Never fails because members are down; a cluster none of whose local members answers is reported
     with RV(reachable=false) and its local members V(stopped).
 options:
-  version:
-    description: PostgreSQL major version of the members.
-    type: str
-    default: '15'
-  cluster:
-    description: The Patroni cluster (C(scope)), the pgdbaas instance name.
-    type: str
-    required: true
-  patroni:
-    description: How to reach the REST API; by default from the local members' configuration.
-    type: dict
-    suboptions:
-      url:
-        description: URL of one member's REST API.
-        type: str
-      user:
-        description: REST API user.
-        type: str
-      password:
-        description: REST API password.
-        type: str
-      ca_file:
-        description: CA file of an C(https) REST API.
-        type: path
   timeout:
     description: Unused by this module (shared option of the Patroni modules).
     type: int
     default: 60
 extends_documentation_fragment:
+  - dbaas.postgresql.instance.patroni_cluster
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:

@@ -17,14 +17,6 @@ description:
   - V(removed) deletes the cluster's keys from the DCS (etcd, prefix C(/pgdbaas/<cluster>/)), only once no
     member configured on this host runs (role C(dbaas.postgresql.terminate) stops them first).
 options:
-  version:
-    description: PostgreSQL major version of the members.
-    type: str
-    default: '15'
-  cluster:
-    description: The Patroni cluster (C(scope)).
-    type: str
-    required: true
   member:
     description: Member to reinitialize (required with O(state=reinitialized)).
     type: str
@@ -39,27 +31,12 @@ options:
         C(maximum_lag_on_failover), C(synchronous_mode), C(postgresql.use_pg_rewind), ...); those that differ from
         C(GET /config) are sent with one C(PATCH /config).
     type: dict
-  patroni:
-    description: How to reach the REST API; by default from the local members' configuration.
-    type: dict
-    suboptions:
-      url:
-        description: URL of one member's REST API.
-        type: str
-      user:
-        description: REST API user.
-        type: str
-      password:
-        description: REST API password.
-        type: str
-      ca_file:
-        description: CA file of an C(https) REST API.
-        type: path
   timeout:
     description: Seconds to wait for the reinitialized member, or for the pause to show.
     type: int
     default: 60
 extends_documentation_fragment:
+  - dbaas.postgresql.instance.patroni_cluster
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:

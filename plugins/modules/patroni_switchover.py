@@ -18,14 +18,6 @@ description:
     at most O(timeout) seconds.
   - Idempotent; when O(candidate) already leads, nothing changes.
 options:
-  version:
-    description: PostgreSQL major version of the members.
-    type: str
-    default: '15'
-  cluster:
-    description: The Patroni cluster (C(scope)).
-    type: str
-    required: true
   candidate:
     description: Member to lead; default the best candidate.
     type: str
@@ -33,27 +25,12 @@ options:
     description: Ask for a failover instead of a switchover (the leader may be down).
     type: bool
     default: false
-  patroni:
-    description: How to reach the REST API; by default from the local members' configuration.
-    type: dict
-    suboptions:
-      url:
-        description: URL of one member's REST API.
-        type: str
-      user:
-        description: REST API user.
-        type: str
-      password:
-        description: REST API password.
-        type: str
-      ca_file:
-        description: CA file of an C(https) REST API.
-        type: path
   timeout:
     description: Seconds to wait for the new leader (and the old one's return as a replica).
     type: int
     default: 60
 extends_documentation_fragment:
+  - dbaas.postgresql.instance.patroni_cluster
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
