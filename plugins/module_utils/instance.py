@@ -199,6 +199,18 @@ def _first_socket_dir(value):
     return DEFAULT_SOCKET_DIR
 
 
+def _checked_name(module):
+    """The options version and cluster, validated (the module fails on a bad one)."""
+    version, cluster = module.params['version'], module.params['cluster']
+    if not VERSION_RE.match(version):
+        module.fail_json(msg='version must be a PostgreSQL major version such as 15, not %r' % version,
+                         state='error')
+    if not CLUSTER_RE.match(cluster):
+        module.fail_json(msg='cluster must match %s, not %r' % (CLUSTER_RE.pattern, cluster),
+                         state='error')
+    return version, cluster
+
+
 class DebianController(InstanceController):
     """The instances of postgresql-common (pg_createcluster): see the module docstring."""
 
@@ -207,13 +219,7 @@ class DebianController(InstanceController):
     def locate(self):
         module = self.module
         params = module.params
-        version, cluster = params['version'], params['cluster']
-        if not VERSION_RE.match(version):
-            module.fail_json(msg='version must be a PostgreSQL major version such as 15, not %r' % version,
-                             state='error')
-        if not CLUSTER_RE.match(cluster):
-            module.fail_json(msg='cluster must match %s, not %r' % (CLUSTER_RE.pattern, cluster),
-                             state='error')
+        version, cluster = _checked_name(module)
         conf_dir = os.path.join(CONF_ROOT, version, cluster)
         inst = Instance(version=version, cluster=cluster, conf_dir=conf_dir,
                         config_file=os.path.join(conf_dir, 'postgresql.conf'),
@@ -393,13 +399,7 @@ class PatroniController(InstanceController):
     def locate(self):
         module = self.module
         params = module.params
-        version, cluster = params['version'], params['cluster']
-        if not VERSION_RE.match(version):
-            module.fail_json(msg='version must be a PostgreSQL major version such as 15, not %r' % version,
-                             state='error')
-        if not CLUSTER_RE.match(cluster):
-            module.fail_json(msg='cluster must match %s, not %r' % (CLUSTER_RE.pattern, cluster),
-                             state='error')
+        version, cluster = _checked_name(module)
         options = params.get('patroni') or {}
         path = options.get('config_file') or patroni.config_path(version, cluster)
         if not os.path.isfile(path):
