@@ -26,12 +26,19 @@ deps: .stamps/apt venv collection engines
 	done
 	@touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.ansiballz-cache
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+# Ansible modules run in the venv's Python here (inventories/local): a .pth loads the bytecode cache
+# of their AnsiballZ payloads in it (api/site/pgdbaas_ansiballz_cache.py says why; PGDBAAS_ANSIBALLZ_CACHE=off).
+$(VENV)/.ansiballz-cache: $(VENV)/.installed api/site/pgdbaas_ansiballz_cache.py
+	printf '%s\nimport pgdbaas_ansiballz_cache\n' "$(CURDIR)/api/site" \
+		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pgdbaas-ansiballz-cache.pth"
 	@touch $@
 
 # The checkout is the collection dbaas.postgresql: link it where ansible looks for collections.

@@ -99,6 +99,7 @@ class Unit:
     process: subprocess.Popen | None = None
     started: float = 0.0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # user + system of the unit's processes that were waited for (not daemons)
     code: int | None = None
     counts: dict = field(default_factory=dict)
 
@@ -176,11 +177,12 @@ def run(units: list[Unit], jobs: int, logs: Path) -> None:
             unit.started = time.monotonic()
             running.append(unit)
             print(f"--- started {unit.name} (pid {unit.process.pid})", flush=True)
-        pid, status = os.wait()
+        pid, status, usage = os.wait4(-1, 0)
         unit = next((u for u in running if u.process.pid == pid), None)
         if unit is None:
             continue
         running.remove(unit)
+        unit.cpu_seconds = usage.ru_utime + usage.ru_stime
         unit.process.returncode = unit.code = os.waitstatus_to_exitcode(status)
         if unit.pytest and unit.code == NO_TESTS_SELECTED:  # e.g. -k matched nothing in that file
             unit.code = 0
@@ -191,6 +193,13 @@ def run(units: list[Unit], jobs: int, logs: Path) -> None:
         print(f"=== {unit.name}: {verdict} in {unit.seconds:.0f} s", flush=True)
         sys.stdout.write(unit.log.read_text(errors="replace"))
         print(flush=True)
+
+
+def host_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot (/proc/stat): how loaded the host was, daemons included."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 @contextmanager
@@ -226,14 +235,17 @@ def main() -> int:
         units = pytest_units(sys.executable, extra, work / "tmp")
         if not args.pytest_only:
             units = check_units() + units
-        began = time.monotonic()
+        began, cpu_began = time.monotonic(), host_cpu()
         with shared_layouts():
             run(units, args.jobs, work / "logs")
         wall = time.monotonic() - began
-    print(f"=== {len(units)} units, {args.jobs} at a time, in {wall / 60:.1f} min:")
+        busy, total = (end - start for start, end in zip(cpu_began, host_cpu()))
+    print(f"=== {len(units)} units, {args.jobs} at a time, in {wall / 60:.1f} min, the host's CPUs "
+          f"{100 * busy / max(total, 1):.0f}% busy (wall s, CPU s of the unit's own processes):")
     for unit in sorted(units, key=lambda u: -u.seconds):
         counts = ", ".join(f"{n} {k}" for k, n in unit.counts.items() if n) if unit.pytest else ""
-        print(f"  {unit.seconds:7.0f} s  {'ok  ' if unit.code == 0 else 'FAIL'}  {unit.name}  {counts}")
+        print(f"  {unit.seconds:7.0f} s {unit.cpu_seconds:6.0f} s  {'ok  ' if unit.code == 0 else 'FAIL'}  "
+              f"{unit.name}  {counts}")
     totals = {k: sum(u.counts.get(k, 0) for u in units) for k in ("passed", "failed", "skipped")}
     failed_units = [u.name for u in units if u.code != 0]
     print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped"

@@ -334,8 +334,8 @@ def test_a_versions_packages_are_what_create_installs(admin):
     succeeds; pinned to a version Debian has not, it fails with apt's reason and no instance."""
     installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "postgresql-15"], capture_output=True,
                                text=True, check=True).stdout
-    pinned = new_version(admin, "15.3", packages=f"postgresql-15={installed}")
-    missing = new_version(admin, "15.4", packages="postgresql-15=0.0-tcat")
+    pinned = new_version(admin, "15.6", packages=f"postgresql-15={installed}")
+    missing = new_version(admin, "15.7", packages="postgresql-15=0.0-tcat")
     made = []
     try:
         for name, version, state in (("tcat-missing", missing, "ERROR"), ("tcat-pinned", pinned, "SUCCESS")):
