@@ -22,8 +22,8 @@ Crash safety (a `kill -9` of the API must leave no secret and no process behind)
   process group, so the next start-up can prove which leftover processes are its own orphans,
   end them (`end_orphaned_jobs`) before anything else touches the cluster, and scrub the job
   directories with the secrets file it finds left (`clean_leftovers`).
-PostgreSQL servers a job starts carry the mark too but live in their own sessions: they are
-never signalled.
+The servers a job starts on purpose (PostgreSQL, and an HA cluster's Patroni and etcd daemons,
+`SERVICE_COMMS`) carry the mark too but live in their own sessions: they are never signalled.
 """
 from __future__ import annotations
 
@@ -68,10 +68,11 @@ INHERITED_ENV = {"HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", 
 
 # In the environment of every process of a job: its operation id.
 JOB_MARK = "PGDBAAS_JOB_ID"
-POSTGRES_COMMS = (b"postgres", b"postmaster")
+# The long-running servers a job starts (by their /proc comm): never a job's leftover to end.
+SERVICE_COMMS = (b"postgres", b"postmaster", b"patroni", b"etcd")
 # The leader of every job: it runs ansible-playbook (argv[2:]) as its child and, through
 # PR_SET_PDEATHSIG, gets SIGTERM when the API thread that started it dies (kill -9 included),
-# upon which it SIGKILLs every process carrying the job's mark (PostgreSQL servers aside), then
+# upon which it SIGKILLs every process carrying the job's mark (the servers of SERVICE_COMMS aside), then
 # its own group: no job outlives the API. It first prints its pid (its group) to be recorded.
 GUARD_MARKER = "pgdbaas-job-group"
 GUARD = f"""
@@ -87,7 +88,7 @@ def marked():
                     comm = f.read().strip()
             except OSError:
                 continue
-            if MARK in environ and comm not in {POSTGRES_COMMS!r}:
+            if MARK in environ and comm not in {SERVICE_COMMS!r}:
                 yield int(entry)
 def end(*_):
     for _ in range(500):
@@ -393,7 +394,7 @@ class PlaybookRunner:
         A process is the job's when it is provably so: it carries the job's mark in its
         environment, or runs the job's own ansible command line (it names the job directory,
         unique per operation; jobs from before the mark), or is the recorded group leader (pid and
-        start time, this host since this boot). PostgreSQL servers are never signalled.
+        start time, this host since this boot). The servers of SERVICE_COMMS are never signalled.
 
         Returns the ids of the operations none of whose processes is left. An operation owned on
         another host is not among them: its processes cannot be seen from here (in-process mode:
@@ -540,8 +541,8 @@ class _JobConfig(RunnerConfig):
         }
 
 
-def _is_postgres(pid: int) -> bool:
-    return _proc_bytes(pid, "comm").strip() in POSTGRES_COMMS
+def _is_service(pid: int) -> bool:
+    return _proc_bytes(pid, "comm").strip() in SERVICE_COMMS
 
 
 @dataclass(frozen=True)
@@ -567,13 +568,13 @@ class _JobProcesses:
             if stat.dead or pid in own or stat.pgrp in found:
                 continue
             if mark in _proc_bytes(pid, "environ").split(b"\0") or command_mark in _proc_bytes(pid, "cmdline"):
-                if not _is_postgres(pid):
+                if not _is_service(pid):
                     found.add(stat.pgrp)
         found.discard(own[1])
         groups = {}
         for pgid in found:
             members = [pid for pid, stat in processes.items() if stat.pgrp == pgid and not stat.dead
-                       and not _is_postgres(pid)]
+                       and not _is_service(pid)]
             if members:
                 groups[pgid] = members
         return groups
@@ -601,8 +602,8 @@ def _end_processes(jobs: dict[str, _JobProcesses], timeout: float, announce: str
 
 
 def _kill_group(pgid: int, members: list[int], processes: dict[int, ProcStat]) -> None:
-    """SIGKILL a job's process group, or its members alone if a PostgreSQL server were in it."""
-    if not any(stat.pgrp == pgid and _is_postgres(pid) for pid, stat in processes.items()):
+    """SIGKILL a job's process group, or its members alone if a server of SERVICE_COMMS were in it."""
+    if not any(stat.pgrp == pgid and _is_service(pid) for pid, stat in processes.items()):
         try:
             os.killpg(pgid, signal.SIGKILL)
             return

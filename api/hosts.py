@@ -100,17 +100,33 @@ class HostPool:
                 kept.add(int(record["old_port"]))
         return kept
 
-    def free_port(self, session: Session, host: Host, ports: range) -> int | None:
-        used = set(session.scalars(select(Member.port).where(Member.host == host.name))) | self.kept_ports(session, host)
+    def used_ports(self, session: Session, host: Host) -> set[int]:
+        """Ports of the host's members (PostgreSQL and Patroni REST) and of kept old instances."""
+        used = set()
+        for port, rest_port in session.execute(select(Member.port, Member.rest_port).where(Member.host == host.name)):
+            used.update(p for p in (port, rest_port) if p is not None)
+        return used | self.kept_ports(session, host)
+
+    def free_port(self, session: Session, host: Host, ports: range, also_taken: set[int] = frozenset()) -> int | None:
+        used = self.used_ports(session, host) | set(also_taken)
         for port in ports:
             if port not in used and self.port_free_on_host(host, port):
                 return port
         return None
 
+    def free_ports(self, session: Session, host: Host, ports: range, count: int,
+                   also_taken: set[int] = frozenset()) -> list[int]:
+        """`count` distinct free ports of the host (an HA cluster's standbys and REST APIs), or 409."""
+        chosen: list[int] = []
+        for _ in range(count):
+            port = self.free_port(session, host, ports, set(also_taken) | set(chosen))
+            if port is None:
+                raise Conflict(f"no {count} free ports left in the configured port range on {host.name}")
+            chosen.append(port)
+        return chosen
+
     def port_in_use(self, session: Session, host: Host, port: int) -> bool:
-        taken = session.scalar(select(func.count()).select_from(Member)
-                               .where(Member.host == host.name, Member.port == port))
-        return bool(taken) or port in self.kept_ports(session, host) or not self.port_free_on_host(host, port)
+        return port in self.used_ports(session, host) or not self.port_free_on_host(host, port)
 
     @staticmethod
     def port_free_on_host(host: Host, port: int) -> bool:

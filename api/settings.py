@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     listen_port: int = 8000
     log_level: str = "info"
     playbook_dir: Path = REPO_ROOT / "playbooks"
+    # HA clusters (Patroni over etcd): the etcd member each database host runs as the DCS of its
+    # HA clusters (role dbaas.postgresql.etcd): its name (empty: pgdbaas-<host>) and ports.
+    etcd_name: str = Field(default="", pattern=r"^([a-z][a-z0-9-]{0,62})?$")
+    etcd_client_port: int = Field(default=2379, ge=1024, le=65535)
+    etcd_peer_port: int = Field(default=2380, ge=1024, le=65535)
     # Backups (pgBackRest): the repository every stanza of this installation uses, "posix" (a path
     # on the database host: mount shared storage there for several hosts) or "s3" (an S3-compatible
     # object store; the path is then the prefix inside the bucket).

@@ -22,7 +22,7 @@ from api.deps import current_account, get_context
 from api.errors import Conflict
 from api.routers.common import INT64_MAX, ITCARE, rule
 from api.services import clusters as service
-from api.services import backups, databases, members, upgrades
+from api.services import backups, databases, ha, members, upgrades
 from api.services import requests as requests_service
 from api.store.models import Account, Cluster, Member, Operation
 
@@ -101,9 +101,26 @@ class PatchUpgrade(BaseModel):
     options: UpgradeOptions
 
 
+class EnableHaOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicationLag: int = Field(strict=True, description="MB, 1-500: the lag a standby may have and still be "
+                                                         "promoted on failover (Patroni's maximum_lag_on_failover)")
+    changeReference: str | None = Field(default=None, max_length=128,
+                                        description="kept on the request's parameters (e.g. RFC 1234)")
+
+
+class PatchEnableHa(BaseModel):
+    """Convert the standalone instance (PostgreSQL 12 or later, ACTIVE) into an HA one: a Patroni
+    cluster of it and a streaming standby, without dumping its data (asynchronous, 202)."""
+
+    operation: Literal["enable_ha"]
+    options: EnableHaOptions
+
+
 # The seed's PATCH body, one member per operation: /docs shows each one's options, and a body that
 # names no supported operation, or lacks its options, is a 400 before anything is looked up.
-PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension | PatchRestore | PatchUpgrade,
+PatchInstance = Annotated[PatchStart | PatchStop | PatchInstallExtension | PatchRestore | PatchUpgrade | PatchEnableHa,
                           Field(discriminator="operation")]
 PRODUCTION = ("production", "prod", "prd")
 
@@ -135,8 +152,15 @@ def _upgrade(ctx: Context, actor: Account, instance_id: str, body: PatchUpgrade)
                             method_field="options.upgradeMethod")
 
 
+def _enable_ha(ctx: Context, actor: Account, instance_id: str, body: PatchEnableHa) -> Operation:
+    return ha.enable_ha(ctx, actor, instance_id, body.options.replicationLag,
+                        change_reference=body.options.changeReference, lag_field="options.replicationLag",
+                        version_field="operation")
+
+
 # operation -> service call (ctx, actor, instance id, body)
 PATCH_OPERATIONS = {
+    "enable_ha": _enable_ha,
     "upgrade": _upgrade,
     "restore": _restore,
     "start": lambda ctx, actor, instance_id, _body: service.start(ctx, actor, instance_id),
@@ -214,9 +238,9 @@ class CreateInstance(BaseModel):
     @field_validator("topology")
     @classmethod
     def _topology(cls, value: str) -> str:
-        if value.upper() != "STANDALONE":
-            raise ValueError("must be STANDALONE (HA is not available yet)")
-        return "STANDALONE"
+        if value.upper() not in ("STANDALONE", "HA"):
+            raise ValueError("must be STANDALONE or HA")
+        return value.upper()
 
     @field_validator("allowedReplicationLag")
     @classmethod
@@ -342,7 +366,10 @@ def create_instance(request: CreateInstance, ctx: Context = Depends(get_context)
     kept = {key: value for key, value in request.model_dump(exclude_unset=True).items() if key in KEPT_FIELDS}
     spec = service.ClusterSpec(name=request.name, engine_version=request.postgreVersion,
                                user_name=ADMIN_USER, user_password=request.admPassword, sizing=request.nodeSizing,
-                               dialect_fields={"itcare": kept}, version_field="postgreVersion")
+                               dialect_fields={"itcare": kept}, version_field="postgreVersion",
+                               ha_enabled=request.topology == "HA", ha_field="topology",
+                               replication_lag_mb=request.allowedReplicationLag or ha.DEFAULT_LAG_MB,
+                               lag_field="allowedReplicationLag")
     cluster, operation = service.create_cluster(ctx, actor, spec)
     return _accepted(cluster, operation, "CREATE_POSTGRESQL")
 
@@ -447,7 +474,8 @@ def delete_instance(instance_id: str, ctx: Context = Depends(get_context), actor
 
 
 @router.patch("/{instance_id}", status_code=202, response_model=AsyncBody,
-              summary="Performs update state actions (operation: start | stop | install_extension | restore | upgrade)",
+              summary="Performs update state actions (operation: start | stop | install_extension | restore | upgrade "
+                      "| enable_ha)",
               responses=ITCARE.responses(400, 404, 409))
 def patch_instance(instance_id: str, body: PatchInstance, ctx: Context = Depends(get_context),
                    actor: Account = Depends(current_account)):

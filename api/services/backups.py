@@ -388,6 +388,7 @@ def _set_backup_vars(settings: BackupSettings, archive_enabled: bool, initial_fu
 def set_backup(ctx: Context, actor: Account, cluster_id: str, settings: BackupSettings) -> Operation:
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
+        clusters.refuse_ha(cluster, "setting backups (pgBackRest following the Patroni leader)")
         policy = policy_of(session, cluster.id)
         archive_enabled = policy.archive_enabled if policy is not None else True
         step = _backup_step(ctx, "set_backup.yml", _set_backup_vars(settings, archive_enabled, True))
@@ -664,6 +665,7 @@ def restore_into(ctx: Context, actor: Account, target_id: str, source_id: str, t
         target_cluster = clusters.get_live_cluster(ctx, actor, target_id, session)
         if source.id == target_cluster.id:
             raise Invalid("sourceId must be another instance than the one restored into", field="sourceId")
+        clusters.refuse_ha(target_cluster, "a restore into the instance")
         for cluster, name in ((source, "source"), (target_cluster, "destination")):
             if cluster.service_state != RUNNING:
                 raise Conflict(f"the {name} instance {cluster.id} is {cluster.service_state}: both must be ACTIVE")

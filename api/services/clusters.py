@@ -58,6 +58,12 @@ class ClusterSpec:
     version_field: str = "dbaas_engine_version_id"
     # A restore makes its source's version, whether or not the catalog still offers it to new clusters.
     allow_inactive_version: bool = False
+    # HA from the start: a Patroni cluster of the instance and a streaming standby (api.services.ha).
+    ha_enabled: bool = False
+    replication_lag_mb: int = 16
+    # The body fields naming them, in this dialect's words.
+    ha_field: str = "ha_enabled"
+    lag_field: str = "replication_lag_mb"
 
 
 # -- observed facts shared by every service ------------------------------------------------
@@ -177,6 +183,11 @@ def _validate(ctx: Context, spec: ClusterSpec) -> catalog.EngineVersion:
             zoneinfo.ZoneInfo(spec.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
             raise Invalid(f"unknown timezone {spec.timezone!r}", field="timezone") from exc
+    if spec.ha_enabled:
+        from api.services import ha  # it plans on top of this module's functions
+
+        ha.check_version(version.major, spec.ha_field)
+        ha.check_lag(spec.replication_lag_mb, spec.lag_field, high=ha.CREATE_LAG_MAX)
     if spec.port is not None and spec.port not in ctx.settings.ports:
         raise Invalid(f"database_port must be within {ctx.settings.port_range}, the ports this installation "
                       "hands to instances (PGDBAAS_PORT_RANGE)", field="database_port")
@@ -284,6 +295,12 @@ def _create_cluster(ctx: Context, actor: Account, spec: ClusterSpec, version: ca
         steps = [provision_step(cluster, version)]
         params: dict = {}
         secrets: dict = {}
+        if spec.ha_enabled:
+            from api.services import ha
+
+            steps[0], passwords = ha.plan_create(ctx, session, cluster, steps[0], spec.replication_lag_mb)
+            cluster.topology = HA
+            secrets.update(passwords)
         if spec.user_name:
             secrets["pg_admin_password"] = spec.user_password
             params["password_encrypted"] = ctx.cipher.encrypt(spec.user_password.encode()).decode()
@@ -341,14 +358,19 @@ class CreateCluster(ClusterKind):
 class Lifecycle(ClusterKind):
     """One playbook on a cluster's instances, allowed from some states, showing a transitional one."""
 
-    def __init__(self, name: str, playbook: str, allowed: tuple[str, ...] | None, transitional: str | None):
+    def __init__(self, name: str, playbook: str, allowed: tuple[str, ...] | None, transitional: str | None,
+                 ha_playbook: str | None = None):
         self.name, self.playbook, self.allowed, self.transitional = name, playbook, allowed, transitional
+        # The playbook for an HA cluster, when it is another one (observe: the Patroni cluster's view).
+        self.ha_playbook = ha_playbook or playbook
 
     def open(self, ctx: Context, actor: Account, cluster_id: str) -> Operation:
         with ctx.sessions.begin() as session:
             cluster = get_live_cluster(ctx, actor, cluster_id, session)
-            extravars = {"pg_terminate_confirm": primary(cluster).name} if self.name == "terminate" else {}
-            return submit(ctx, session, cluster, actor, self.name, [Step(self.playbook, extravars)],
+            playbook = self.ha_playbook if cluster.topology == HA else self.playbook
+            extravars = {"pg_terminate_confirm": contract_vars(cluster, playbook)["pg_cluster"]} \
+                if self.name == "terminate" else {}
+            return submit(ctx, session, cluster, actor, self.name, [Step(playbook, extravars)],
                           allowed_states=self.allowed, transitional_state=self.transitional)
 
 
@@ -365,7 +387,7 @@ START = register(Lifecycle("start", "start.yml", (STOPPED, ERROR), STARTING))
 STOP = register(Lifecycle("stop", "stop.yml", (RUNNING,), STOPPING))
 RESTART = register(Lifecycle("restart", "restart.yml", (RUNNING,), RESTARTING))
 TERMINATE = register(Terminate("terminate", "terminate.yml", (RUNNING, STOPPED, ERROR, CREATING), TERMINATING))
-OBSERVE = register(Lifecycle("observe", "status.yml", None, None))
+OBSERVE = register(Lifecycle("observe", "status.yml", None, None, ha_playbook="ha_status.yml"))
 # The agent seed's "on boot": bring the instance up whatever the record says.
 BOOT = register(Lifecycle("boot", "start.yml", None, STARTING))
 
@@ -422,13 +444,46 @@ def check_not_terminated(cluster: Cluster) -> None:
         raise Conflict(f"cluster {cluster.id} is {cluster.service_state}: it has no instance to act on")
 
 
-def contract_vars(cluster: Cluster) -> dict:
-    """What every playbook is told about the instance it acts on (its primary member).
+# Playbooks that act on a whole Patroni cluster (pg_cluster names it); every other one acts on one
+# member, an HA cluster's leader.
+HA_CLUSTER_PLAYBOOKS = frozenset({"provision.yml", "enable_ha.yml", "ha_status.yml", "start.yml", "stop.yml",
+                                  "restart.yml", "reload.yml", "switchover.yml", "failover.yml", "reinit_member.yml",
+                                  "terminate.yml"})
+
+
+def contract_vars(cluster: Cluster, playbook: str = "") -> dict:
+    """What every playbook is told about the instance it acts on: its primary member. For an HA
+    cluster, through the Patroni controller: the Patroni cluster (named after its first member,
+    whichever member leads now) for the playbooks of HA_CLUSTER_PLAYBOOKS, else the leader of the
+    last observation (a stale one makes a write fail on a standby: sync-state, then again).
 
     pg_instance_id: the install and terminate roles act only on an instance marked as this cluster's."""
+    if cluster.topology == HA:
+        member = ha_scope_member(cluster) if playbook in HA_CLUSTER_PLAYBOOKS else primary(cluster)
+        return {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
+                "pg_instance_id": cluster.id, "pg_controller": "patroni"}
     member = primary(cluster)
     return {"pg_cluster": member.name, "pg_version": cluster.major_version, "pg_port": member.port,
             "pg_instance_id": cluster.id}
+
+
+HA, STANDALONE = "HA", "STANDALONE"
+
+
+def refuse_ha(cluster: Cluster, what: str) -> None:
+    """409 for what an HA cluster cannot do yet (a clear refusal rather than a run behind Patroni's back)."""
+    if cluster.topology == HA:
+        raise Conflict(f"cluster {cluster.id} is HA: {what} is not supported on an HA cluster yet")
+
+
+def ha_scope_member(cluster: Cluster) -> Member:
+    """The member an HA cluster's Patroni scope is named after (its first, the standalone instance
+    it was made from)."""
+    scope = (cluster.settings.get("ha") or {}).get("scope")
+    for member in cluster.members:
+        if member.name == scope:
+            return member
+    raise Conflict(f"cluster {cluster.id} has no member {scope!r} (its Patroni cluster)")
 
 
 def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kind: str, steps: list[Step], *,
@@ -437,8 +492,8 @@ def submit(ctx: Context, session: Session, cluster: Cluster, actor: Account, kin
     """Open an operation of `kind` on the cluster (taking its lock unless the kind is read-only);
     each step gets the playbook contract's variables."""
     check_not_terminated(cluster)
-    common = contract_vars(cluster)
-    steps = [Step(step.playbook, {**common, **step.extravars}, step.secrets) for step in steps]
+    steps = [Step(step.playbook, {**contract_vars(cluster, step.playbook), **step.extravars}, step.secrets)
+             for step in steps]
     operation = engine_submit.submit(ctx, session, actor, cluster, kind, steps, params=params, secrets=secrets,
                                      allowed_states=allowed_states, transitional_state=transitional_state)
     if transitional_state:

@@ -56,12 +56,12 @@ def record_observation(session: Session, operation: Operation, cluster: Cluster 
     """What the playbook observed of each member; the stable state comes from there, never assumed."""
     if cluster is None:
         return
-    observed_any = False
+    reported = []
     for member in cluster.members:
         instance = outcome.host(alias(member)).get("instance")
-        if not instance:
-            continue
-        observed_any = True
+        if not instance or instance.get("cluster", member.name) != member.name:
+            continue  # the report of another member on the same host (an HA cluster's)
+        reported.append(member)
         state = OBSERVED_STATES.get(instance.get("state"), ERROR)
         if instance.get("exists") is False:
             state = TERMINATED if operation.kind == "terminate" else ERROR
@@ -70,8 +70,11 @@ def record_observation(session: Session, operation: Operation, cluster: Cluster 
         member.observed = {k: instance.get(k) for k in OBSERVED_KEYS if k in instance}
         if instance.get("in_recovery") is not None:
             member.role = STANDBY if instance["in_recovery"] else PRIMARY
-    if observed_any:
-        lead = next((m for m in cluster.members if m.role == PRIMARY and m.observed), None)
+    observed_ha = record_ha_members(cluster, outcome)
+    if reported or observed_ha:
+        # The cluster's facts (databases, roles, size) are those of a member read this run, the
+        # primary if it was (an HA cluster's playbooks read the member named after the cluster).
+        lead = next((m for m in reported if m.role == PRIMARY), reported[0] if reported else None)
         if lead is not None:
             cluster.observed = dict(lead.observed)
             if lead.observed.get("server_version"):
@@ -82,6 +85,49 @@ def record_observation(session: Session, operation: Operation, cluster: Cluster 
         cluster.service_state = ERROR
         for member in cluster.members:
             member.service_state = ERROR
+
+
+# What patroni_info says of a member (role, state), as a member's role and service_state.
+HA_ROLES = {"leader": PRIMARY, "replica": STANDBY, "sync_standby": STANDBY, "standby_leader": STANDBY}
+HA_STATES = {"running": RUNNING, "streaming": RUNNING, "stopped": STOPPED, "starting": STARTING,
+             "stopping": STOPPING, "restarting": RESTARTING, "creating replica": CREATING}
+# Facts of patroni_info kept per member.
+HA_KEYS = ("lag_bytes", "timeline", "pending_restart", "server_version", "reachable")
+
+
+def record_ha_members(cluster: Cluster, outcome: Outcome) -> bool:
+    """What a Patroni cluster's report (`.ha`, patroni_info) says of each member, by name: who
+    leads, each member's state, lag and timeline. A member it does not list is ERROR (not even
+    configured on its host any more). Whether any host reported the cluster."""
+    reports = [outcome.host(alias(m)).get("ha") for m in cluster.members]
+    listed = {entry["name"]: entry for report in reports if isinstance(report, dict) and report.get("exists")
+              for entry in report.get("members") or [] if isinstance(entry, dict) and entry.get("name")}
+    if not any(isinstance(report, dict) for report in reports):
+        return False
+    files = {name: paths for report in reports if isinstance(report, dict)
+             for name, paths in (report.get("local_files") or {}).items() if isinstance(paths, dict)}
+    for member in cluster.members:
+        entry = listed.get(member.name)
+        member.data_directory = files.get(member.name, {}).get("data_dir") or member.data_directory
+        if entry is None:
+            member.service_state = ERROR
+            continue
+        member.service_state = HA_STATES.get(entry.get("state"), ERROR)
+        if entry.get("role") in HA_ROLES:
+            member.role = HA_ROLES[entry["role"]]
+        member.observed = {**(member.observed or {}), "ha_role": entry.get("role"), "ha_state": entry.get("state"),
+                           **{k: entry.get(k) for k in HA_KEYS if k in entry}}
+        if entry.get("server_version"):
+            member.observed["server_version"] = _version_text(entry["server_version"])
+    return True
+
+
+def _version_text(version) -> str:
+    """Patroni's server_version (150020) as PostgreSQL's (15.20)."""
+    if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
+        number = int(version)
+        return f"{number // 10000}.{number % 10000}" if number >= 100000 else str(number)
+    return str(version)
 
 
 def forget_instances(session: Session, cluster: Cluster) -> None:

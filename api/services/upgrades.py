@@ -118,6 +118,7 @@ def patch_minor(ctx: Context, actor: Account, cluster_id: str, software_version:
     """SCP's Patch Minor Version: the cluster on a newer minor of its major (202)."""
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
+        clusters.refuse_ha(cluster, "a minor patch (member by member through Patroni)")
         target = patch_target(session, cluster, software_version)
         steps: list[Step] = []
         secrets: dict = {}

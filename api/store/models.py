@@ -71,7 +71,8 @@ class Cluster(Base):
 
 
 class Member(Base):
-    """One PostgreSQL instance of a cluster on one host (standalone today; HA adds standbys)."""
+    """One PostgreSQL instance of a cluster on one host: the standalone instance, or an HA
+    cluster's Patroni member (leader or standby, with its REST API port)."""
 
     __tablename__ = "members"
     __table_args__ = (UniqueConstraint("host", "port", name="uq_member_host_port"),)
@@ -81,6 +82,8 @@ class Member(Base):
     name: Mapped[str] = mapped_column(String(63))  # Debian cluster name on the host
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
+    # An HA member's Patroni REST API port (allocated from the same range as `port`).
+    rest_port: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     role_type: Mapped[str] = mapped_column(String(16), default="ACTIVE")
     # primary | standby | replica: what the member is to the cluster, from its last observation.
     role: Mapped[str] = mapped_column(String(16), default="primary")

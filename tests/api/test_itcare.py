@@ -84,7 +84,7 @@ def test_unknown_instance_answers_404(admin):
     ({"diskSize": 39}, "diskSize"),
     ({"diskSize": 1025}, "diskSize"),
     ({"postgreVersion": "9"}, "postgreVersion"),
-    ({"topology": "HA"}, "topology"),
+    ({"topology": "RING"}, "topology"),            # STANDALONE or HA only
     ({"allowedReplicationLag": 0}, "allowedReplicationLag"),
     ({"allowedReplicationLag": 10241}, "allowedReplicationLag"),
     ({"nodeSizing": "big"}, "nodeSizing"),

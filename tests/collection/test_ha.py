@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -24,7 +23,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.collection.conftest import PgInstance, sh
+from tests.collection.conftest import PgInstance
+from tests.patroni_processes import member_paths, pid_of, wipe_etcd, wipe_members
 
 CLUSTER = 'tha1'
 STANDBY = 'tha1-m1'
@@ -91,62 +91,10 @@ def member_running(name, role=None):
     return False
 
 
-def pid_of(path):
-    try:
-        pid = int(Path(path).read_text().split()[0])
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def end_pid(pid, timeout=30):
-    """SIGTERM, then SIGKILL a process of ours, by PID."""
-    if not pid:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if poll(lambda: pid_of_alive(pid) is False, timeout):
-            return
-
-
-def pid_of_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def member_dirs(name):
-    return [Path('/var/lib/postgresql/15') / name, Path('/etc/postgresql/15') / name,
-            Path('/etc/patroni/15-%s.yml' % name), Path('/var/lib/postgresql/.pgpass-patroni-15-%s' % name),
-            Path('/var/log/postgresql/patroni-15-%s.log' % name), Path('/run/patroni/15-%s.pid' % name)]
-
-
 def wipe():
     """End what this file may have left (by PID) and remove every member and the etcd member."""
-    for name in PORTS:
-        end_pid(pid_of('/run/patroni/15-%s.pid' % name))
-        end_pid(pid_of('/var/lib/postgresql/15/%s/postmaster.pid' % name))
-    if Path('/etc/postgresql/15/%s/postgresql.conf' % CLUSTER).exists():
-        sh('pg_dropcluster', '--stop', '15', CLUSTER, check=False)
-    for name in PORTS:
-        for path in member_dirs(name):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-    Path('/etc/patroni/15-%s.leader' % CLUSTER).unlink(missing_ok=True)
-    Path('/var/log/postgresql/postgresql-15-%s.log' % CLUSTER).unlink(missing_ok=True)
-    end_pid(pid_of('/run/etcd/%s.pid' % ETCD['name']))
-    shutil.rmtree('/var/lib/etcd/%s' % ETCD['name'], ignore_errors=True)
-    for path in ('/etc/etcd/%s.yml' % ETCD['name'], '/var/log/etcd/%s.log' % ETCD['name'],
-                 '/run/etcd/%s.pid' % ETCD['name']):
-        Path(path).unlink(missing_ok=True)
+    wipe_members(list(PORTS))
+    wipe_etcd(ETCD['name'])
 
 
 class Writer(threading.Thread):
@@ -380,7 +328,7 @@ def test_terminate_removes_the_whole_cluster(ha):
     assert not run.failed, run.raw
     for name in PORTS:
         assert pid_of('/run/patroni/15-%s.pid' % name) is None
-        for path in member_dirs(name):
+        for path in member_paths(name):
             assert not path.exists(), path
     prefix = ('/pgdbaas/%s/' % CLUSTER).encode()
     body = json.dumps({'key': base64.b64encode(prefix).decode(), 'count_only': True,

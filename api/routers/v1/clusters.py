@@ -8,8 +8,8 @@ from api.deps import current_account, get_context
 from api.routers.common import V1, page_query, size_query
 from api.routers.v1.models import (AsyncResponse, BackupOptionOut, BackupStatusOut, ClusterCreateRequest,
                                    ClusterDetail, ClusterPage, ClusterSummary, InitConfigOptionOut, InstanceGroupOut,
-                                   InstanceOut, UpgradeRecordOut)
-from api.services import backups
+                                   InstanceOut, SwitchoverRequest, UpgradeRecordOut)
+from api.services import backups, ha
 from api.services import clusters as service
 from api.store.models import Account, Cluster, Operation
 
@@ -36,11 +36,12 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
     settings = cluster.settings
     window, policy = backups.backup_status(ctx, cluster.id)
     instances = [
-        InstanceOut(name=m.name, host=m.host, port=m.port, role_type=m.role_type, role=m.role,
+        InstanceOut(name=m.name, host=m.host, port=m.port, rest_port=m.rest_port, role_type=m.role_type, role=m.role,
                     service_ip_address=ctx.hosts.address_of(m.host),
                     service_state=m.service_state, data_directory=m.data_directory,
                     server_version=(m.observed or {}).get("server_version"),
-                    in_recovery=(m.observed or {}).get("in_recovery"))
+                    in_recovery=(m.observed or {}).get("in_recovery"),
+                    lag_bytes=(m.observed or {}).get("lag_bytes"), timeline=(m.observed or {}).get("timeline"))
         for m in cluster.members
     ]
     return ClusterDetail(
@@ -83,6 +84,7 @@ def create_cluster(body: ClusterCreateRequest, ctx: Context = Depends(get_contex
         user_password=init.database_user_password.get_secret_value(), encoding=init.database_encoding,
         locale=init.database_locale, sizing=group.server_type_name if group else service.DEFAULT_SIZING,
         allowed_cidrs=body.allowable_ip_addresses, tags=body.tags, timezone=body.timezone,
+        ha_enabled=body.ha_enabled,
     )
     cluster, operation = service.create_cluster(ctx, actor, spec)
     return accepted(cluster.id, operation)
@@ -121,6 +123,15 @@ def restart_cluster(cluster_id: str, ctx: Context = Depends(get_context),
 @router.post("/{cluster_id}/sync-state", **ON_CLUSTER, summary="Sync Cluster State (observe it again)")
 def sync_state(cluster_id: str, ctx: Context = Depends(get_context), actor: Account = Depends(current_account)):
     return accepted(cluster_id, service.observe(ctx, actor, cluster_id))
+
+
+@router.post("/{cluster_id}/switchover", **ON_CLUSTER, summary="Switchover Cluster",
+             description="An HA cluster's leader hands over to `candidate` (a member's name) or, without one, "
+                         "to the standby with the least lag (Patroni's switchover); 409 for a standalone cluster.")
+def switchover_cluster(cluster_id: str, body: SwitchoverRequest | None = None, ctx: Context = Depends(get_context),
+                       actor: Account = Depends(current_account)):
+    body = body or SwitchoverRequest()
+    return accepted(cluster_id, ha.switchover(ctx, actor, cluster_id, body.candidate or ""))
 
 
 @router.delete("/{cluster_id}", **ON_CLUSTER, summary="Terminate Cluster")

@@ -66,7 +66,8 @@ class MaintenanceOption(Strict):
 class ClusterCreateRequest(Strict):
     name: str = Field(min_length=3, max_length=63, json_schema_extra=CLUSTER_NAME)
     dbaas_engine_version_id: str = Field(default="", description="id from GET /v1/engine-versions; empty: default")
-    ha_enabled: bool = False
+    ha_enabled: bool = Field(default=False, description="HA from the start: a Patroni cluster of the primary and one "
+                                                         "streaming standby (PostgreSQL 12 or later)")
     init_config_option: InitConfigOption
     instance_groups: list[InstanceGroupRequest] = Field(default_factory=lambda: [InstanceGroupRequest()])
     allowable_ip_addresses: list[str] = []
@@ -142,6 +143,15 @@ class InstanceOut(BaseModel):
     data_directory: str
     server_version: str | None = Field(description="observed on this member; null before its first observation")
     in_recovery: bool | None = Field(description="observed on this member (a standby is in recovery)")
+    rest_port: int | None = Field(default=None, description="an HA member's Patroni REST API port")
+    lag_bytes: int | None = Field(default=None, description="an HA standby's replication lag behind the leader")
+    timeline: int | None = Field(default=None, description="an HA member's timeline")
+
+
+class SwitchoverRequest(Strict):
+    candidate: str | None = Field(default=None, max_length=63,
+                                  description="the member to lead (GET the cluster: instance_groups[].instances[]."
+                                              "name); empty: the standby with the least lag")
 
 
 class InstanceGroupOut(BaseModel):
