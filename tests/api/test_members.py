@@ -115,7 +115,8 @@ def test_itcare_patch_bad_body_is_400_in_itcare_shape_naming_the_field(admin, in
 
 def test_itcare_patch_unknown_operation_names_the_supported_ones(admin, instance):
     body = assert_itcare_error(admin.patch(f"{ITCARE}/{instance}", json={"operation": "explode"}), 400)
-    assert body["message"] == "operation: unknown operation; supported operations: install_extension, restore, start, stop, upgrade"
+    assert body["message"] == ("operation: unknown operation; supported operations: enable_ha, install_extension, "
+                               "restore, start, stop, upgrade")
 
 
 def test_itcare_patch_openapi_is_a_union_on_operation(admin):
@@ -124,7 +125,7 @@ def test_itcare_patch_openapi_is_a_union_on_operation(admin):
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["discriminator"]["propertyName"] == "operation"
     mapping = body["discriminator"]["mapping"]
-    assert set(mapping) == {"start", "stop", "install_extension", "restore", "upgrade"}
+    assert set(mapping) == {"start", "stop", "install_extension", "restore", "upgrade", "enable_ha"}
     assert sorted(ref["$ref"] for ref in body["oneOf"]) == sorted(mapping.values())
     components = schema["components"]["schemas"]
 
