@@ -38,7 +38,9 @@ def run_operation(ctx, operation_id: str, should_cancel: Callable[[], bool]) -> 
         plan = [Step.from_json(s) for s in operation.steps]
         secrets = open_secrets(ctx, operation)
         cluster = session.get(Cluster, operation.cluster_id) if operation.cluster_id else None
-        inventory = ctx.hosts.job_inventory(sorted({m.host for m in cluster.members}) if cluster else [],
+        # The cluster's hosts, and those of other clusters the operation makes (a replica's: params.hosts).
+        hosts = {m.host for m in cluster.members} if cluster else set()
+        inventory = ctx.hosts.job_inventory(sorted(hosts | set(operation.params.get("hosts") or [])),
                                             ctx.settings.host_group)
     try:
         total = sum(executor.count_tasks(step.playbook, inventory) for step in plan)

@@ -368,8 +368,13 @@ class Lifecycle(ClusterKind):
         with ctx.sessions.begin() as session:
             cluster = get_live_cluster(ctx, actor, cluster_id, session)
             playbook = self.ha_playbook if cluster.topology == HA else self.playbook
-            extravars = {"pg_terminate_confirm": contract_vars(cluster, playbook)["pg_cluster"]} \
-                if self.name == "terminate" else {}
+            extravars = {}
+            if self.name == "terminate":
+                from api.services import replicas  # it plans on top of this module's functions
+
+                replicas.origin_terminate_check(session, cluster)
+                extravars = {"pg_terminate_confirm": contract_vars(cluster, playbook)["pg_cluster"],
+                             **replicas.terminate_vars(session, cluster)}
             return submit(ctx, session, cluster, actor, self.name, [Step(playbook, extravars)],
                           allowed_states=self.allowed, transitional_state=self.transitional)
 

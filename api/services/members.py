@@ -29,10 +29,13 @@ OBSERVED_KEYS = ("databases", "roles", "size_bytes", "server_version", "in_recov
 
 
 def primary(cluster: Cluster) -> Member:
-    """The member writes go to: the one observed as primary (not in recovery)."""
+    """The member writes go to: the one observed as primary (not in recovery); a read replica's
+    one member (it is the replica cluster's instance)."""
     for member in cluster.members:
         if member.role == PRIMARY:
             return member
+    if len(cluster.members) == 1 and cluster.members[0].role == REPLICA:
+        return cluster.members[0]
     raise Conflict(f"cluster {cluster.id} has no primary member")
 
 

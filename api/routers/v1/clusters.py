@@ -29,6 +29,7 @@ def summary(cluster: Cluster) -> ClusterSummary:
         database_name=cluster.database_name, ha_enabled=cluster.topology == "HA", id=cluster.id,
         instance_count=len(cluster.members), modified_at=cluster.modified_at, modified_by=cluster.modified_by,
         name=cluster.name, service_state=cluster.service_state,
+        role_type="REPLICA" if cluster.topology == "REPLICA" else "ORIGIN",
     )
 
 
@@ -65,7 +66,8 @@ def detail(ctx: Context, cluster: Cluster) -> ClusterDetail:
         active_request_id=cluster.active_operation_id,
         databases=[d["name"] for d in service.observed_databases(cluster)],
         size_bytes=cluster.observed.get("size_bytes"),
-        origin_cluster_id=(settings.get("restored_from") or {}).get("source_cluster_id", ""),
+        origin_cluster_id=(settings.get("restored_from") or {}).get("source_cluster_id", "")
+        or (settings.get("replica") or {}).get("origin_id", ""),
         backup=BackupStatusOut(**window),
         major_version=cluster.major_version,
         upgrade=UpgradeRecordOut(**{k: v for k, v in settings["upgrade"].items() if k in UpgradeRecordOut.model_fields})

@@ -186,7 +186,8 @@ class ClusterDetail(BaseModel):
     active_request_id: str | None
     databases: list[str]
     size_bytes: int | None
-    origin_cluster_id: str = Field(default="", description="the cluster this one was restored from")
+    origin_cluster_id: str = Field(default="", description="the cluster this one was restored from, or a read "
+                                                         "replica's origin")
     backup: "BackupStatusOut | None" = Field(default=None, description="backups and the restorable window")
     major_version: str = Field(default="", description="the PostgreSQL major the cluster runs")
     upgrade: "UpgradeRecordOut | None" = Field(default=None, description="the last major upgrade, while recorded")
@@ -484,3 +485,44 @@ class UpgradeTargets(BaseModel):
 
 
 ClusterDetail.model_rebuild()
+
+
+class ReplicaSpec(Strict):
+    name: str = Field(min_length=3, max_length=63, json_schema_extra=CLUSTER_NAME,
+                      description="the replica cluster's name (unique among your clusters)")
+    instance_groups: list[InstanceGroupRequest] = Field(default_factory=list,
+                                                        description="accepted; a replica has its origin's sizing")
+
+
+class ReplicasCreateRequest(Strict):
+    replica_count: Number | None = Field(default=None, description="1-5; default: as many as `replicas` names "
+                                                                   "(unnamed ones are <origin>-replica-<k>)")
+    replicas: list[ReplicaSpec] = Field(default_factory=list, max_length=5)
+    allowable_ip_addresses: list[str] = []
+    tags: list = []
+    maintenance_option: MaintenanceOption | None = None
+    nat_enabled: bool | str | None = None
+    subnet_id: str | None = None
+
+
+class ReplicasOtherRegionCreateRequest(ReplicasCreateRequest):
+    region: str = Field(min_length=1, max_length=255,
+                        description="the inventory group whose hosts the replicas are placed on")
+
+
+class ReplicaOut(BaseModel):
+    id: str = Field(description="the replica cluster's id (GET /v1/clusters/{id})")
+    name: str
+    region: str = Field(description="the inventory group it was placed in (empty: any host of the pool)")
+    replica_state: str = Field(description="streaming, catchup, disconnected, stopped or promoted; CREATING "
+                                           "before its first observation")
+    replica_state_detail: str
+    synced_at: str = Field(description="when it last received WAL from the origin (ISO 8601), empty if never")
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    service_state: str
+
+
+class ReplicasListResponse(BaseModel):
+    contents: list[ReplicaOut]
+    count: int
