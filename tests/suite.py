@@ -45,6 +45,7 @@ EXPECTED_SECONDS = {
     "pytest tests/api/test_backups.py": 1040,
     "pytest shared API server": 1010,
     "pytest tests/api/test_ha_api.py": 730,
+    "pytest tests/api/test_replicas_api.py": 350,
     "pytest tests/collection/test_binaries.py": 650,
     "pytest tests/collection/test_upgrade.py": 510,
     "pytest tests/collection/test_replicas.py": 420,
