@@ -201,8 +201,8 @@ def sync_replica_state(ctx: Context, actor: Account, origin_id: str) -> Operatio
             raise Conflict(f"cluster {origin.id} has no read replica")
         steps = [Step("replica_status.yml", {**_replica_vars(r), "pg_origin_cluster": primary(origin).name,
                                              "pg_origin_host": primary(origin).host}) for r in replicas]
-        return submit(ctx, session, origin, actor, "sync_replica_state", steps,
-                      params={"replicas": [r.id for r in replicas], "hosts": sorted({r.members[0].host for r in replicas})})
+        params = {"replicas": [r.id for r in replicas], "hosts": sorted({r.members[0].host for r in replicas})}
+        return submit(ctx, session, origin, actor, "sync_replica_state", steps, params=params)
 
 
 def _origin_of(ctx: Context, actor: Account, replica: Cluster, session: Session) -> Cluster | None:

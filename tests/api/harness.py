@@ -153,6 +153,15 @@ def wait_request(client: httpx.Client, request_id: str, timeout: float = 240) ->
     raise AssertionError(f"request {request_id} did not finish in {timeout} s")
 
 
+def finished(client: httpx.Client, response: httpx.Response, state: str = "SUCCESS", timeout: float = 600) -> dict:
+    """The request a 202 answered (/v1's request_id, ITCare's id), polled to its end: it must end in
+    `state` (its message shown when it does not)."""
+    assert response.status_code == 202, response.text
+    request = wait_request(client, response.json().get("request_id") or response.json()["id"], timeout=timeout)
+    assert request["state"] == state, (request.get("message"), request)
+    return request
+
+
 def wait_state(client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

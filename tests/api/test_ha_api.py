@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.api.harness import ApiServer, cluster_body, wait_request
+from tests.api.harness import ApiServer, cluster_body, finished
 from tests.patroni_processes import wipe_etcd, wipe_members
 
 PORTS = "58150-58179"
@@ -51,13 +51,6 @@ def admin(api):
         yield client
 
 
-def done(admin, response, state: str = "SUCCESS") -> dict:
-    assert response.status_code == 202, response.text
-    request = wait_request(admin, response.json().get("request_id") or response.json()["id"], timeout=600)
-    assert request["state"] == state, (request.get("message"), request)
-    return request
-
-
 def members(admin, cluster_id: str) -> dict:
     body = admin.get(f"/v1/clusters/{cluster_id}").raise_for_status().json()
     return {m["name"]: m for m in body["instance_groups"][0]["instances"]}
@@ -89,7 +82,7 @@ def replayed(standby_port: int, primary_port: int, **login) -> bool:
 def test_native_ha_cluster_switches_over_and_serves_every_operation(admin):
     response = admin.post("/v1/clusters", json={**cluster_body("tapha-native"), "ha_enabled": True})
     cluster_id = response.json()["resource"]["id"]
-    done(admin, response)
+    finished(admin, response)
     body = admin.get(f"/v1/clusters/{cluster_id}").json()
     assert body["ha_enabled"] is True and body["service_state"] == "RUNNING" and body["instance_count"] == 2
     view = members(admin, cluster_id)
@@ -108,14 +101,14 @@ def test_native_ha_cluster_switches_over_and_serves_every_operation(admin):
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
 
     # Switchover: the standby leads, the old leader follows; GET says so.
-    done(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={}))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={}))
     view = members(admin, cluster_id)
     assert the("primary", view)["name"] == standby["name"] and the("standby", view)["name"] == primary["name"]
     with connect(standby["port"]) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
         conn.execute(f"INSERT INTO items VALUES ({ROWS + 1})")
     # sync-state reads Patroni again: the same leader, both members running, no lag left.
-    done(admin, admin.post(f"/v1/clusters/{cluster_id}/sync-state"))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/sync-state"))
     view = members(admin, cluster_id)
     assert the("primary", view)["name"] == standby["name"]
     assert {m["service_state"] for m in view.values()} == {"RUNNING"}
@@ -124,20 +117,20 @@ def test_native_ha_cluster_switches_over_and_serves_every_operation(admin):
     # A member-level operation goes to the leader of the last observation (now the former standby).
     response = admin.post(f"/v1/clusters/{cluster_id}/databases",
                           json={"name": "second", "owner": "appuser"})
-    done(admin, response)
+    finished(admin, response)
     with connect(standby["port"], dbname="second") as conn:
         assert conn.execute("SELECT current_database()").fetchone()[0] == "second"
 
     # A named candidate: the first member leads again.
-    done(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": primary["name"]}))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": primary["name"]}))
     assert the("primary", members(admin, cluster_id))["name"] == primary["name"]
 
     # Stop and start through Patroni: every member, the leader kept.
-    done(admin, admin.post(f"/v1/clusters/{cluster_id}/stop"))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/stop"))
     body = admin.get(f"/v1/clusters/{cluster_id}").json()
     assert body["service_state"] == "STOPPED"
     assert {m["service_state"] for m in members(admin, cluster_id).values()} == {"STOPPED"}
-    done(admin, admin.post(f"/v1/clusters/{cluster_id}/start"))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/start"))
     view = members(admin, cluster_id)
     assert {m["service_state"] for m in view.values()} == {"RUNNING"}
     assert the("primary", view)["name"] == primary["name"]
@@ -151,7 +144,7 @@ def test_native_ha_cluster_switches_over_and_serves_every_operation(admin):
     assert response.status_code == 400 and response.json()["field"] == "candidate", response.text
 
     # Terminate: every member and its files go.
-    done(admin, admin.delete(f"/v1/clusters/{cluster_id}"))
+    finished(admin, admin.delete(f"/v1/clusters/{cluster_id}"))
     assert admin.get(f"/v1/clusters/{cluster_id}").json()["service_state"] == "TERMINATED"
     for name in (primary["name"], standby["name"]):
         assert not Path(f"/etc/patroni/15-{name}.yml").exists()
@@ -163,7 +156,7 @@ def test_itcare_enable_ha_keeps_the_data_and_shows_the_nodes(admin):
         "name": "taphaitc", "admPassword": ITCARE_PASSWORD, "nodeSizing": "1cpu1gb", "diskSize": 40,
         "postgreVersion": "15", "topology": "STANDALONE", "serviceId": 7})
     instance_id = response.json()["internalId"]
-    done(admin, response)
+    finished(admin, response)
     [node] = admin.get(f"/itcare/databases/postgresql/{instance_id}/nodes").json()
     with connect(node["port"], user="admin", password=ITCARE_PASSWORD, dbname="postgres") as conn:
         conn.execute("CREATE DATABASE keptdb")
@@ -179,7 +172,7 @@ def test_itcare_enable_ha_keeps_the_data_and_shows_the_nodes(admin):
     response = admin.post(f"/v1/clusters/{instance_id}/switchover", json={})
     assert response.status_code == 409, response.text
 
-    done(admin, admin.patch(f"/itcare/databases/postgresql/{instance_id}", json={
+    finished(admin, admin.patch(f"/itcare/databases/postgresql/{instance_id}", json={
         "operation": "enable_ha", "options": {"replicationLag": 50, "changeReference": "CHG-1"}}))
     body = admin.get(f"/itcare/databases/postgresql/{instance_id}").json()
     assert body["topology"] == "HA" and body["allowedReplicationLag"] == 50 and body["nodeCount"] == 2
@@ -194,5 +187,5 @@ def test_itcare_enable_ha_keeps_the_data_and_shows_the_nodes(admin):
     response = admin.patch(f"/itcare/databases/postgresql/{instance_id}",
                            json={"operation": "enable_ha", "options": {"replicationLag": 50}})
     assert response.status_code == 409 and "HA already" in response.json()["message"], response.text
-    done(admin, admin.delete(f"/itcare/databases/postgresql/{instance_id}"))
+    finished(admin, admin.delete(f"/itcare/databases/postgresql/{instance_id}"))
     assert admin.get(f"/itcare/databases/postgresql/{instance_id}").json()["status"] == "DELETED"

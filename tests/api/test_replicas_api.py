@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
+from tests.api.harness import ApiServer, cluster_body, drop_instance, finished
 
 PORTS = "58200-58229"
 PASSWORD = "App-Secret-Pw-1"
@@ -33,13 +33,6 @@ def api(tmp_path_factory):
 def admin(api):
     with api.client() as client:
         yield client
-
-
-def done(admin, response, state: str = "SUCCESS") -> dict:
-    assert response.status_code == 202, response.text
-    request = wait_request(admin, response.json()["request_id"], timeout=600)
-    assert request["state"] == state, (request.get("message"), request)
-    return request
 
 
 def port_of(admin, cluster_id: str) -> int:
@@ -76,7 +69,7 @@ def slots(port: int) -> list[str]:
 def test_replicas_follow_promote_reset_and_go(admin):
     response = admin.post("/v1/clusters", json=cluster_body(ORIGIN))
     origin_id = response.json()["resource"]["id"]
-    done(admin, response)
+    finished(admin, response)
     origin_port = port_of(admin, origin_id)
     with connect(origin_port) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
@@ -94,8 +87,9 @@ def test_replicas_follow_promote_reset_and_go(admin):
     response = admin.post(f"/v1/clusters/{origin_id}/promote")
     assert response.status_code == 409, response.text
 
-    done(admin, admin.post(f"/v1/clusters/{origin_id}/replicas", json={"replica_count": 1, "replicas": [{"name": R1}]}))
-    done(admin, admin.post(f"/v1/clusters/{origin_id}/replicas/other-region",
+    finished(admin, admin.post(f"/v1/clusters/{origin_id}/replicas",
+                               json={"replica_count": 1, "replicas": [{"name": R1}]}))
+    finished(admin, admin.post(f"/v1/clusters/{origin_id}/replicas/other-region",
                            json={"region": "pgdbaas_hosts", "replicas": [{"name": R2}]}))
     listed = {r["name"]: r for r in admin.get(f"/v1/clusters/{origin_id}/replicas").json()["contents"]}
     assert set(listed) == {R1, R2} and {r["replica_state"] for r in listed.values()} <= {"streaming", "catchup"}
@@ -119,13 +113,13 @@ def test_replicas_follow_promote_reset_and_go(admin):
     response = admin.delete(f"/v1/clusters/{origin_id}")
     assert response.status_code == 409 and "read replicas" in response.json()["detail"], response.text
 
-    done(admin, admin.post(f"/v1/clusters/{origin_id}/sync-replica-state"))
+    finished(admin, admin.post(f"/v1/clusters/{origin_id}/sync-replica-state"))
     listed = {r["name"]: r for r in admin.get(f"/v1/clusters/{origin_id}/replicas").json()["contents"]}
     assert listed[R1]["replica_state"] == "streaming" and listed[R1]["synced_at"], listed
     assert listed[R1]["lag_bytes"] == 0, listed
 
     # Promote: r1 takes writes, no longer follows, and is no replica of the origin any more.
-    done(admin, admin.post(f"/v1/clusters/{r1}/promote"))
+    finished(admin, admin.post(f"/v1/clusters/{r1}/promote"))
     with connect(r1_port) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
         conn.execute("INSERT INTO items VALUES (-1)")
@@ -139,7 +133,7 @@ def test_replicas_follow_promote_reset_and_go(admin):
     assert len(slots(origin_port)) == 1
 
     # Reset: the diverged write is gone, it follows again.
-    done(admin, admin.post(f"/v1/clusters/{r1}/reset-replica"))
+    finished(admin, admin.post(f"/v1/clusters/{r1}/reset-replica"))
     assert caught_up(r1_port, origin_port)
     with connect(r1_port) as conn:
         assert conn.execute("SELECT count(*) FROM items WHERE id = -1").fetchone()[0] == 0
@@ -149,6 +143,6 @@ def test_replicas_follow_promote_reset_and_go(admin):
 
     # Terminate the replicas (their slots go), then the origin.
     for replica_id in (r1, r2):
-        done(admin, admin.delete(f"/v1/clusters/{replica_id}"))
+        finished(admin, admin.delete(f"/v1/clusters/{replica_id}"))
     assert slots(origin_port) == []
-    done(admin, admin.delete(f"/v1/clusters/{origin_id}"))
+    finished(admin, admin.delete(f"/v1/clusters/{origin_id}"))
