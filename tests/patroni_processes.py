@@ -1,5 +1,6 @@
-"""Test clean-up of Patroni clusters and etcd members a test made: their processes ended by PID
-(pid files, postmaster.pid), never by name, then every file of theirs removed.
+"""Patroni clusters and etcd members a test (or a bench) made: a write loop to measure switchovers
+and failovers with, and their clean-up: processes ended by PID (pid files, postmaster.pid), never by
+name, then every file of theirs removed.
 
 Paths are the roles' (docs/playbooks.md, "High availability"): members under
 /var/lib/postgresql/<v>/<member>, /etc/postgresql/<v>/<member>, /etc/patroni/<v>-<member>.yml, ...;
@@ -10,8 +11,11 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+
+import psycopg
 
 
 def pid_of(path) -> int | None:
@@ -76,3 +80,51 @@ def wipe_etcd(name: str) -> None:
     shutil.rmtree(f"/var/lib/etcd/{name}", ignore_errors=True)
     for path in (f"/etc/etcd/{name}.yml", f"/var/log/etcd/{name}.log", f"/run/etcd/{name}.pid"):
         Path(path).unlink(missing_ok=True)
+
+
+class Writer(threading.Thread):
+    """Inserts ids one by one into table over dsn, a libpq multi-host connection string
+    (target_session_attrs=read-write): the write loop of the switchover and failover measurements.
+
+    acked: ids whose COMMIT the server acknowledged; times: when. Reconnects after any error.
+    """
+
+    def __init__(self, dsn, table):
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.table = table
+        self.acked = []
+        self.times = []
+        self.errors = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        next_id = 1
+        conn = None
+        while not self.stopping.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.dsn, autocommit=True)
+                conn.execute('INSERT INTO %s (id) VALUES (%%s)' % self.table, (next_id,))
+                self.acked.append(next_id)
+                self.times.append(time.monotonic())
+                next_id += 1
+                time.sleep(0.01)
+            except psycopg.Error:
+                self.errors += 1
+                next_id += 1  # an id whose INSERT may or may not have committed is never reused
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.join(30)
+
+    def gap(self, since):
+        """Longest time without an acknowledged write after since (s)."""
+        times = [t for t in self.times if t >= since]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)

@@ -375,8 +375,12 @@ class Lifecycle(ClusterKind):
                 replicas.origin_terminate_check(session, cluster)
                 extravars = {"pg_terminate_confirm": contract_vars(cluster, playbook)["pg_cluster"],
                              **replicas.terminate_vars(session, cluster)}
+            allowed = self.allowed
+            if self.name == "start" and cluster.topology == HA and any(m.service_state != RUNNING
+                                                                       for m in cluster.members):
+                allowed = (*allowed, RUNNING)  # an HA cluster runs on while a member is down: start brings it back
             return submit(ctx, session, cluster, actor, self.name, [Step(playbook, extravars)],
-                          allowed_states=self.allowed, transitional_state=self.transitional)
+                          allowed_states=allowed, transitional_state=self.transitional)
 
 
 class Terminate(Lifecycle):

@@ -76,8 +76,10 @@ def record_observation(session: Session, operation: Operation, cluster: Cluster 
     observed_ha = record_ha_members(cluster, outcome)
     if reported or observed_ha:
         # The cluster's facts (databases, roles, size) are those of a member read this run, the
-        # primary if it was (an HA cluster's playbooks read the member named after the cluster).
-        lead = next((m for m in reported if m.role == PRIMARY), reported[0] if reported else None)
+        # primary if it was; of an HA cluster (its playbooks read the member named after the
+        # cluster, which may be a standby, or down), a running one's, else those kept.
+        candidates = [m for m in reported if m.service_state == RUNNING] if observed_ha else reported
+        lead = next((m for m in candidates if m.role == PRIMARY), candidates[0] if candidates else None)
         if lead is not None:
             cluster.observed = dict(lead.observed)
             if lead.observed.get("server_version"):
@@ -109,6 +111,7 @@ def record_ha_members(cluster: Cluster, outcome: Outcome) -> bool:
         return False
     files = {name: paths for report in reports if isinstance(report, dict)
              for name, paths in (report.get("local_files") or {}).items() if isinstance(paths, dict)}
+    leader = next((r.get("leader") for r in reports if isinstance(r, dict) and r.get("leader")), None)
     for member in cluster.members:
         entry = listed.get(member.name)
         member.data_directory = files.get(member.name, {}).get("data_dir") or member.data_directory
@@ -116,7 +119,9 @@ def record_ha_members(cluster: Cluster, outcome: Outcome) -> bool:
             member.service_state = ERROR
             continue
         member.service_state = HA_STATES.get(entry.get("state"), ERROR)
-        if entry.get("role") in HA_ROLES:
+        if leader:  # who leads is the cluster's word (a member that is down has no role of its own)
+            member.role = PRIMARY if member.name == leader else STANDBY
+        elif entry.get("role") in HA_ROLES:
             member.role = HA_ROLES[entry["role"]]
         member.observed = {**(member.observed or {}), "ha_role": entry.get("role"), "ha_state": entry.get("state"),
                            **{k: entry.get(k) for k in HA_KEYS if k in entry}}

@@ -7,6 +7,8 @@ on 58190-58191, clusters `tapha*`. Real Patroni, etcd and PostgreSQL 15 on loopb
 started is ended by PID (tests/patroni_processes.py)."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.api.harness import ApiServer, cluster_body, finished
-from tests.patroni_processes import wipe_etcd, wipe_members
+from tests.patroni_processes import pid_of, wipe_etcd, wipe_members
 
 PORTS = "58150-58179"
 ETCD = {"PGDBAAS_ETCD_NAME": "tapha-etcd", "PGDBAAS_ETCD_CLIENT_PORT": "58190", "PGDBAAS_ETCD_PEER_PORT": "58191"}
@@ -124,6 +126,26 @@ def test_native_ha_cluster_switches_over_and_serves_every_operation(admin):
     # A named candidate: the first member leads again.
     finished(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": primary["name"]}))
     assert the("primary", members(admin, cluster_id))["name"] == primary["name"]
+
+    # kill -9 of the leader's Patroni and postgres: Patroni fails over, sync-state shows the new
+    # leader and the dead member; start brings it back as a standby.
+    for path in (f"/run/patroni/15-{primary['name']}.pid", f"/var/lib/postgresql/15/{primary['name']}/postmaster.pid"):
+        os.kill(pid_of(path), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        finished(admin, admin.post(f"/v1/clusters/{cluster_id}/sync-state"))
+        view = members(admin, cluster_id)
+        if view[standby["name"]]["role"] == "primary" or time.monotonic() > deadline:
+            break
+    assert view[standby["name"]]["role"] == "primary" and view[standby["name"]]["service_state"] == "RUNNING", view
+    assert view[primary["name"]]["service_state"] in ("STOPPED", "ERROR"), view
+    assert admin.get(f"/v1/clusters/{cluster_id}").json()["service_state"] == "RUNNING"
+    with connect(standby["port"]) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == ROWS + 1
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/start"))
+    view = members(admin, cluster_id)
+    assert view[primary["name"]]["role"] == "standby" and {m["service_state"] for m in view.values()} == {"RUNNING"}
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": primary["name"]}))
 
     # Stop and start through Patroni: every member, the leader kept.
     finished(admin, admin.post(f"/v1/clusters/{cluster_id}/stop"))

@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import signal
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.collection.conftest import PgInstance
-from tests.patroni_processes import member_paths, pid_of, wipe_etcd, wipe_members
+from tests.patroni_processes import Writer, member_paths, pid_of, wipe_etcd, wipe_members
 
 CLUSTER = 'tha1'
 STANDBY = 'tha1-m1'
@@ -95,52 +94,6 @@ def wipe():
     """End what this file may have left (by PID) and remove every member and the etcd member."""
     wipe_members(list(PORTS))
     wipe_etcd(ETCD['name'])
-
-
-class Writer(threading.Thread):
-    """Inserts ids one by one over a libpq multi-host connection (target_session_attrs=read-write).
-
-    acked: ids whose COMMIT the server acknowledged; times: when. Reconnects after any error.
-    """
-
-    def __init__(self, table):
-        super().__init__(daemon=True)
-        self.table = table
-        self.acked = []
-        self.times = []
-        self.errors = 0
-        self.stopping = threading.Event()
-
-    def run(self):
-        next_id = 1
-        conn = None
-        while not self.stopping.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(WRITER_DSN, autocommit=True)
-                conn.execute('INSERT INTO %s (id) VALUES (%%s)' % self.table, (next_id,))
-                self.acked.append(next_id)
-                self.times.append(time.monotonic())
-                next_id += 1
-                time.sleep(0.01)
-            except psycopg.Error:
-                self.errors += 1
-                next_id += 1  # an id whose INSERT may or may not have committed is never reused
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-    def stop(self):
-        self.stopping.set()
-        self.join(30)
-
-    def gap(self, since):
-        """Longest time without an acknowledged write after since (s)."""
-        times = [t for t in self.times if t >= since]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
 def leader_conn(dbname='postgres'):
@@ -224,7 +177,7 @@ def test_switchover_under_writes_loses_nothing(ha):
     before = leader()
     # Synchronous mode: Patroni switches over only to the synchronous standby (a restart may have just ended).
     assert poll(lambda: member_running([n for n in PORTS if n != before][0], ('sync_standby',)), 60)
-    writer = Writer('w_switch')
+    writer = Writer(WRITER_DSN, 'w_switch')
     writer.start()
     try:
         assert poll(lambda: len(writer.acked) > 20, 30)
@@ -257,7 +210,7 @@ def test_kill_leader_fails_over_and_it_rejoins(ha):
     patroni_pid = pid_of('/run/patroni/15-%s.pid' % old)
     postmaster_pid = pid_of('/var/lib/postgresql/15/%s/postmaster.pid' % old)
     assert patroni_pid and postmaster_pid
-    writer = Writer('w_fail')
+    writer = Writer(WRITER_DSN, 'w_fail')
     writer.start()
     assert poll(lambda: len(writer.acked) > 20, 30)
     killed = time.monotonic()
