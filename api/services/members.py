@@ -34,8 +34,9 @@ def primary(cluster: Cluster) -> Member:
     for member in cluster.members:
         if member.role == PRIMARY:
             return member
-    if len(cluster.members) == 1 and cluster.members[0].role == REPLICA:
-        return cluster.members[0]
+    replicas = [m for m in cluster.members if m.role == REPLICA]
+    if len(replicas) == 1 and len(cluster.members) == 1:
+        return replicas[0]
     raise Conflict(f"cluster {cluster.id} has no primary member")
 
 

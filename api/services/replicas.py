@@ -58,7 +58,7 @@ def _origin_vars(ctx: Context, origin: Cluster, replica_host: str) -> dict:
 
 def _replica_vars(replica: Cluster) -> dict:
     """The shared variables of the replica playbooks, naming the replica (its member is its instance)."""
-    member = replica.members[0]
+    member = primary(replica)
     return {"pg_cluster": member.name, "pg_port": member.port, "pg_version": replica.major_version,
             "pg_instance_id": replica.id, "pg_hosts": member.host, "pg_controller": "debian"}
 
@@ -102,7 +102,7 @@ def create_replicas(ctx: Context, actor: Account, origin_id: str, names: list[st
         replicas, steps, hosts = [], [], set()
         for name in names:
             replica = _new_replica(ctx, session, actor, origin, name, region, allowed_cidrs or [], tags or [])
-            member = replica.members[0]
+            member = primary(replica)
             provision = provision_step(replica, version)
             settings_vars = {k: v for k, v in provision.extravars.items() if k not in ("pg_admin_user", "pg_database")}
             steps.append(Step("create_replica.yml", {**settings_vars, **_replica_vars(replica),
@@ -201,7 +201,7 @@ def sync_replica_state(ctx: Context, actor: Account, origin_id: str) -> Operatio
             raise Conflict(f"cluster {origin.id} has no read replica")
         steps = [Step("replica_status.yml", {**_replica_vars(r), "pg_origin_cluster": primary(origin).name,
                                              "pg_origin_host": primary(origin).host}) for r in replicas]
-        params = {"replicas": [r.id for r in replicas], "hosts": sorted({r.members[0].host for r in replicas})}
+        params = {"replicas": [r.id for r in replicas], "hosts": sorted({primary(r).host for r in replicas})}
         return submit(ctx, session, origin, actor, "sync_replica_state", steps, params=params)
 
 
@@ -253,7 +253,7 @@ def promote(ctx: Context, actor: Account, replica_id: str) -> Operation:
         replica = get_live_cluster(ctx, actor, replica_id, session)
         if replica.topology != REPLICA_TOPOLOGY:
             raise Conflict(f"cluster {replica.id} is not a read replica")
-        extravars, params = {"pg_hosts": replica.members[0].host}, {}
+        extravars, params = {"pg_hosts": primary(replica).host}, {}
         origin = _origin_of(ctx, actor, replica, session)
         if origin is not None:  # its slot there is dropped
             extravars.update(pg_origin_cluster=primary(origin).name, pg_origin_host=primary(origin).host)
@@ -271,7 +271,7 @@ def reset_replica(ctx: Context, actor: Account, replica_id: str) -> Operation:
         if origin is None:
             raise Conflict(f"the origin of cluster {replica.id} is gone: nothing to re-sync from")
         _check_origin(origin)
-        member = replica.members[0]
+        member = primary(replica)
         extravars = {**_origin_vars(ctx, origin, member.host), "pg_hosts": member.host}
         return submit(ctx, session, replica, actor, "reset_replica", [Step("reset_replica.yml", extravars,
                                                                            (PASSWORD_SECRET,))],
