@@ -432,9 +432,11 @@ def _role(role):
     return 'leader' if role in ('master', 'primary', 'leader') else role
 
 
-def best_candidate(members, exclude=None):
-    """The running replica with the least lag (a synchronous standby first), or None."""
-    found = [m for m in members if m['name'] != exclude and m['role'] in ('replica', 'sync_standby')
+def best_candidate(members, exclude=None, synchronous=False):
+    """The running replica with the least lag (a synchronous standby first; in synchronous mode only a
+    synchronous standby, the one Patroni accepts), or None."""
+    roles = ('sync_standby',) if synchronous else ('replica', 'sync_standby')
+    found = [m for m in members if m['name'] != exclude and m['role'] in roles
              and m['state'] in ('running', 'streaming') and m.get('reachable')]
     found.sort(key=lambda m: (m['role'] != 'sync_standby',
                               m['lag_bytes'] if m['lag_bytes'] is not None else 1 << 62, m['name']))

@@ -11,7 +11,8 @@ short_description: Switch the leadership of a Patroni cluster over to another me
 description:
   - Finds the leader at run time (C(GET /cluster) of a member configured on this host) and asks Patroni to
     hand its leadership to O(candidate), or to the best candidate (the running replica with the least lag,
-    a synchronous standby first) when O(candidate) is omitted.
+    a synchronous standby first; in synchronous mode the synchronous standby, waited for at most
+    O(timeout) seconds) when O(candidate) is omitted.
   - A switchover (C(POST /switchover)) needs a running leader and demotes it cleanly; with O(failover=true)
     the module asks for a failover (C(POST /failover)), which Patroni also performs when no member leads.
   - Waits until the candidate leads and, after a switchover, until the old leader runs again as a replica,
@@ -121,6 +122,19 @@ def main():
                              % (wanted, scope, member['state']), **result)
     else:
         member = best_candidate(before['members'], exclude=leader)
+        if member is not None and before.get('synchronous_mode') and not params['failover']:
+            # Patroni switches over to the synchronous standby only; a replica becomes one within
+            # loop_wait of running (e.g. right after a restart): wait for it, at most timeout seconds.
+            def synchronous_standby():
+                try:
+                    return best_candidate(cluster.describe()['members'], exclude=leader, synchronous=True)
+                except PatroniError:
+                    return None
+
+            member = wait_for(synchronous_standby, params['timeout'])
+            if member is None:
+                module.fail_json(msg='Patroni cluster %s is in synchronous mode and no synchronous standby '
+                                     'runs to take over from %s' % (scope, leader), **result)
         if member is None:
             module.fail_json(msg='No member of Patroni cluster %s can take over from %s: no replica runs'
                              % (scope, leader), **result)
