@@ -48,14 +48,14 @@ DSN = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres password=%s dbname=pos
                                                               SECRETS["pg_superuser_password"]))
 
 
-def poll(predicate, timeout: float, interval: float = 0.1):
+def poll(predicate, timeout: float, interval: float = 0.1, what: str = ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise SystemExit(f"gave up after {timeout} s waiting for {predicate.__name__}")
+    raise SystemExit(f"gave up after {timeout} s waiting for {what or predicate.__name__}")
 
 
 def wipe() -> None:
@@ -113,33 +113,37 @@ def main() -> None:
                     ended = run("terminate", pg_controller="patroni", pg_terminate_confirm=CLUSTER)
                     assert not ended.failed, ended.raw
                     wipe_members([CLUSTER, STANDBY])
-            with psycopg.connect(DSN, autocommit=True) as conn:
-                conn.execute("CREATE TABLE bench_switch (id int PRIMARY KEY)")
-                conn.execute("CREATE TABLE bench_fail (id int PRIMARY KEY)")
+            with psycopg.connect(DSN, autocommit=True) as conn:  # a table per run: the writer's ids start at 1
+                for k in range(RUNS):
+                    conn.execute(f"CREATE TABLE bench_switch_{k} (id int PRIMARY KEY)")
+                    conn.execute(f"CREATE TABLE bench_fail_{k} (id int PRIMARY KEY)")
 
             gaps, rtos, lost_writes = [], [], 0
-            for _ in range(RUNS):
+            for k in range(RUNS):
                 poll(lambda: both_running(run), 120)
-                writer = Writer(DSN, "bench_switch")
+                writer = Writer(DSN, f"bench_switch_{k}")
                 writer.start()
-                poll(lambda: len(writer.acked) > 20, 30)
+                poll(lambda: len(writer.acked) > 20, 60, what="the first writes")
                 started = time.monotonic()
                 switched = run("switchover", pg_controller="patroni")
                 assert not switched.failed, switched.raw
                 acked = len(writer.acked)
-                poll(lambda: len(writer.acked) > acked + 20, 30)
+                poll(lambda: len(writer.acked) > acked + 20, 60,
+                     what=f"writes after the switchover ({writer.errors} errors)")
                 writer.stop()
                 gaps.append(writer.gap(started))
                 lost_writes += lost(writer)
-                print(f"switchover: write gap {gaps[-1]:.2f} s", flush=True)
-            for _ in range(RUNS):
+                report = switched.report["switchover"]
+                print(f"switchover {report['previous_leader']} -> {report['leader']} (changed {report['changed']}): "
+                      f"write gap {gaps[-1]:.2f} s, {writer.errors} write errors", flush=True)
+            for k in range(RUNS):
                 poll(lambda: both_running(run), 180)
                 old = leader(run)
                 patroni_pid = pid_of(f"/run/patroni/15-{old}.pid")
                 postmaster_pid = pid_of(f"/var/lib/postgresql/15/{old}/postmaster.pid")
-                writer = Writer(DSN, "bench_fail")
+                writer = Writer(DSN, f"bench_fail_{k}")
                 writer.start()
-                poll(lambda: len(writer.acked) > 20, 30)
+                poll(lambda: len(writer.acked) > 20, 60, what="the first writes")
                 killed = time.monotonic()
                 os.kill(patroni_pid, signal.SIGKILL)
                 os.kill(postmaster_pid, signal.SIGKILL)
