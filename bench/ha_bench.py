@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.collection.conftest import AnsibleRunner, PgInstance, PlaybookRunner  # noqa: E402
 from tests.patroni_processes import Writer, pid_of, wipe_etcd, wipe_members  # noqa: E402
+from tests.patroni_processes import poll as wait_until  # noqa: E402
 
 RUNS = 5
 CLUSTER, STANDBY = "bha", "bha-m1"
@@ -48,14 +49,12 @@ DSN = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres password=%s dbname=pos
                                                               SECRETS["pg_superuser_password"]))
 
 
-def poll(predicate, timeout: float, interval: float = 0.1, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"gave up after {timeout} s waiting for {what or predicate.__name__}")
+def poll(predicate, timeout: float, what: str = ""):
+    """predicate()'s first true value within timeout seconds; the bench ends if there is none."""
+    value = wait_until(predicate, timeout)
+    if not value:
+        raise SystemExit(f"gave up after {timeout} s waiting for {what or predicate.__name__}")
+    return value
 
 
 def wipe() -> None:

@@ -36,6 +36,17 @@ def alive(pid: int) -> bool:
     return True
 
 
+def poll(predicate, timeout: float, interval: float = 0.1):
+    """predicate()'s first true value within timeout seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
 def end_pid(pid: int | None, timeout: float = 30) -> None:
     """SIGTERM, then SIGKILL a process of ours, by PID."""
     if not pid:
@@ -45,10 +56,7 @@ def end_pid(pid: int | None, timeout: float = 30) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(pid):
-            time.sleep(0.1)
-        if not alive(pid):
+        if poll(lambda: not alive(pid), timeout):
             return
 
 

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.collection.conftest import PgInstance
-from tests.patroni_processes import Writer, member_paths, pid_of, wipe_etcd, wipe_members
+from tests.patroni_processes import Writer, member_paths, pid_of, poll, wipe_etcd, wipe_members
 
 CLUSTER = 'tha1'
 STANDBY = 'tha1-m1'
@@ -68,17 +68,6 @@ def leader():
     for member in (view or {}).get('members', []):
         if member['role'] in ('leader', 'master'):
             return member['name']
-    return None
-
-
-def poll(predicate, timeout, interval=0.1):
-    """predicate()'s first true value within timeout seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
     return None
 
 
