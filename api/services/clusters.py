@@ -368,22 +368,34 @@ class Lifecycle(ClusterKind):
         with ctx.sessions.begin() as session:
             cluster = get_live_cluster(ctx, actor, cluster_id, session)
             playbook = self.ha_playbook if cluster.topology == HA else self.playbook
-            extravars = {}
-            if self.name == "terminate":
-                from api.services import replicas  # it plans on top of this module's functions
+            return submit(ctx, session, cluster, actor, self.name,
+                          [Step(playbook, self.step_vars(session, cluster, playbook))],
+                          allowed_states=self.allowed_for(cluster), transitional_state=self.transitional)
 
-                replicas.origin_terminate_check(session, cluster)
-                extravars = {"pg_terminate_confirm": contract_vars(cluster, playbook)["pg_cluster"],
-                             **replicas.terminate_vars(session, cluster)}
-            allowed = self.allowed
-            if self.name == "start" and cluster.topology == HA and any(m.service_state != RUNNING
-                                                                       for m in cluster.members):
-                allowed = (*allowed, RUNNING)  # an HA cluster runs on while a member is down: start brings it back
-            return submit(ctx, session, cluster, actor, self.name, [Step(playbook, extravars)],
-                          allowed_states=allowed, transitional_state=self.transitional)
+    def step_vars(self, session: Session, cluster: Cluster, playbook: str) -> dict:
+        """The step's own extra-vars (besides the contract's)."""
+        return {}
+
+    def allowed_for(self, cluster: Cluster) -> tuple[str, ...] | None:
+        """The states this cluster may be in for the operation."""
+        return self.allowed
+
+
+class Start(Lifecycle):
+    def allowed_for(self, cluster):
+        if cluster.topology == HA and any(m.service_state != RUNNING for m in cluster.members):
+            return (*self.allowed, RUNNING)  # an HA cluster runs on while a member is down: start brings it back
+        return self.allowed
 
 
 class Terminate(Lifecycle):
+    def step_vars(self, session, cluster, playbook):
+        from api.services import replicas  # it plans on top of this module's functions
+
+        replicas.origin_terminate_check(session, cluster)
+        return {"pg_terminate_confirm": contract_vars(cluster, playbook)["pg_cluster"],
+                **replicas.terminate_vars(session, cluster)}
+
     def finish(self, session, operation, cluster, outcome):
         if outcome.ok and cluster is not None:
             forget_instances(session, cluster)
@@ -392,7 +404,7 @@ class Terminate(Lifecycle):
             session.execute(delete(BackupPolicy).where(BackupPolicy.cluster_id == cluster.id))
 
 
-START = register(Lifecycle("start", "start.yml", (STOPPED, ERROR), STARTING))
+START = register(Start("start", "start.yml", (STOPPED, ERROR), STARTING))
 STOP = register(Lifecycle("stop", "stop.yml", (RUNNING,), STOPPING))
 RESTART = register(Lifecycle("restart", "restart.yml", (RUNNING,), RESTARTING))
 TERMINATE = register(Terminate("terminate", "terminate.yml", (RUNNING, STOPPED, ERROR, CREATING), TERMINATING))

@@ -187,6 +187,33 @@ class InstanceController(abc.ABC):
         query = PENDING_RESTART if db.row(READS_FILE_SETTINGS)['ok'] else PENDING_RESTART_RELOADED
         return [row['name'] for row in db.rows(query)]
 
+    # The server log, shared by the controllers: where a failed action's reason is read.
+    def _log_size(self):
+        try:
+            return os.path.getsize(self.instance.log_file)
+        except OSError:
+            return 0
+
+    def _log_tail(self, offset=0, lines=20):
+        """Last lines the instance logged after offset (bytes)."""
+        try:
+            with open(self.instance.log_file, 'rb') as log:
+                size = log.seek(0, os.SEEK_END)
+                start = offset if offset <= size else 0
+                log.seek(max(start, size - 65536))
+                text = log.read().decode('utf-8', errors='replace')
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+    def _fail_action(self, msg, offset, result):
+        """Fail the module for an action that did not reach its state: msg, then what the log got since offset."""
+        lines = self._log_tail(offset)
+        if lines:
+            msg += '\nLast lines of %s:\n%s' % (self.instance.log_file, '\n'.join(lines))
+        result['state'] = 'error'
+        self.module.fail_json(msg=msg, **result)
+
 
 # --------------------------------------------------------------------------------------------
 # Debian multi-instance layout (postgresql-common)
@@ -354,32 +381,9 @@ class DebianController(InstanceController):
         result['accepting_connections'] = self.accepting_connections()
         wanted = 'stopped' if action == 'stop' else 'started'
         if rc != 0 or observed != wanted:
-            inst = self.instance
-            msg = '%s of instance %s failed (rc=%d, now %s): %s' % (action, inst.name, rc, observed, output.strip())
-            lines = self._log_tail(offset)
-            if lines:
-                msg += '\nLast lines of %s:\n%s' % (inst.log_file, '\n'.join(lines))
-            result['state'] = 'error'
-            self.module.fail_json(msg=msg, **result)
+            self._fail_action('%s of instance %s failed (rc=%d, now %s): %s'
+                              % (action, self.instance.name, rc, observed, output.strip()), offset, result)
         return observed
-
-    def _log_size(self):
-        try:
-            return os.path.getsize(self.instance.log_file)
-        except OSError:
-            return 0
-
-    def _log_tail(self, offset=0, lines=20):
-        """Last lines the instance logged after offset (bytes)."""
-        try:
-            with open(self.instance.log_file, 'rb') as log:
-                size = log.seek(0, os.SEEK_END)
-                start = offset if offset <= size else 0
-                log.seek(max(start, size - 65536))
-                text = log.read().decode('utf-8', errors='replace')
-        except OSError:
-            return []
-        return text.splitlines()[-lines:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,15 +529,10 @@ class PatroniController(InstanceController):
         result['accepting_connections'] = self.accepting_connections()
         if rc != 0 or observed != wanted:
             state = self.member_state()
-            msg = '%s of Patroni member %s failed (rc=%d, now %s%s): %s' % (
+            self._fail_action('%s of Patroni member %s failed (rc=%d, now %s%s): %s' % (
                 action, inst.name, rc, observed,
                 ', Patroni state %r' % state.get('state') if state else ', Patroni does not answer',
-                output.strip())
-            lines = self._log_tail(offset)
-            if lines:
-                msg += '\nLast lines of %s:\n%s' % (inst.log_file, '\n'.join(lines))
-            result['state'] = 'error'
-            self.module.fail_json(msg=msg, **result)
+                output.strip()), offset, result)
         return observed
 
     def _daemon_alive(self, strict=False):
@@ -541,8 +540,6 @@ class PatroniController(InstanceController):
             return not strict
         return patroni.daemon_pid(self.instance.version, self.instance.cluster) is not None
 
-    _log_size = DebianController._log_size
-    _log_tail = DebianController._log_tail
 
 
 CONTROLLERS = {DebianController.name: DebianController, PatroniController.name: PatroniController}
