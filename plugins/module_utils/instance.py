@@ -541,5 +541,4 @@ class PatroniController(InstanceController):
         return patroni.daemon_pid(self.instance.version, self.instance.cluster) is not None
 
 
-
 CONTROLLERS = {DebianController.name: DebianController, PatroniController.name: PatroniController}
