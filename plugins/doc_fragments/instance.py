@@ -76,6 +76,17 @@ options:
 '''
 
     # Connecting to the instance as a database role.
+    STANZA = r'''
+options:
+  stanza:
+    description:
+      - The pgBackRest stanza, when it is not named like the instance O(cluster).
+      - A Patroni cluster has one stanza, named after the cluster (its scope), listing every member of this
+        host; the playbooks run the module on the member that leads now, found at run time, with
+        O(stanza) the cluster's name.
+    type: str
+'''
+
     LOGIN = r'''
 options:
   login_user:

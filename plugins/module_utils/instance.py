@@ -187,6 +187,49 @@ class InstanceController(abc.ABC):
         query = PENDING_RESTART if db.row(READS_FILE_SETTINGS)['ok'] else PENDING_RESTART_RELOADED
         return [row['name'] for row in db.rows(query)]
 
+    # Running programs as the instance owner (pg_ctl, pgBackRest, pg_basebackup), shared by the controllers.
+
+    def owner(self):
+        """pwd entry of the OS user owning the instance (its data directory, else its configuration)."""
+        for path in (self.instance.data_directory, self.instance.config_file):
+            try:
+                return pwd.getpwuid(os.stat(path).st_uid)
+            except (OSError, KeyError):
+                continue
+        return pwd.getpwnam('postgres')
+
+    def server_env(self):
+        """Environment pg_ctlcluster gives the server: the instance's 'environment' file plus LANG."""
+        inst = self.instance
+        env = {}
+        try:
+            env = parse_conf(os.path.join(inst.conf_dir, 'environment'), lowercase=False)
+        except OSError:
+            pass
+        env.setdefault('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')
+        if 'LANG' not in env and inst.settings.get('lc_messages'):
+            env['LANG'] = inst.settings['lc_messages']
+        env.setdefault('PG_OOM_ADJUST_FILE', '/proc/self/oom_score_adj')
+        return env
+
+    def run_as_owner(self, argv, timeout=90):
+        """Run argv as the OS owner of the instance (pg_ctl refuses to run as root): (rc, stdout, stderr).
+
+        Output is captured; a started server must log to a file (pg_ctl -l) so the pipes close
+        when pg_ctl exits.
+        """
+        kwargs = {}
+        owner = self.owner()
+        if os.geteuid() == 0 and owner.pw_uid != 0:
+            kwargs = dict(user=owner.pw_uid, group=owner.pw_gid,
+                          extra_groups=os.getgrouplist(owner.pw_name, owner.pw_gid))
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd='/',
+                                  env=self.server_env(), timeout=timeout, check=False, **kwargs)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return 127, '', str(exc)
+        return proc.returncode, proc.stdout, proc.stderr
+
     # The server log, shared by the controllers: where a failed action's reason is read.
     def _log_size(self):
         try:
@@ -283,49 +326,6 @@ class DebianController(InstanceController):
     @property
     def systemd_unit(self):
         return 'postgresql@%s-%s' % (self.instance.version, self.instance.cluster)
-
-    # -- running server programs as the instance owner
-
-    def owner(self):
-        """pwd entry of the OS user owning the instance (its data directory, else its configuration)."""
-        for path in (self.instance.data_directory, self.instance.config_file):
-            try:
-                return pwd.getpwuid(os.stat(path).st_uid)
-            except (OSError, KeyError):
-                continue
-        return pwd.getpwnam('postgres')
-
-    def server_env(self):
-        """Environment pg_ctlcluster gives the server: the instance's 'environment' file plus LANG."""
-        inst = self.instance
-        env = {}
-        try:
-            env = parse_conf(os.path.join(inst.conf_dir, 'environment'), lowercase=False)
-        except OSError:
-            pass
-        env.setdefault('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')
-        if 'LANG' not in env and inst.settings.get('lc_messages'):
-            env['LANG'] = inst.settings['lc_messages']
-        env.setdefault('PG_OOM_ADJUST_FILE', '/proc/self/oom_score_adj')
-        return env
-
-    def run_as_owner(self, argv, timeout=90):
-        """Run argv as the OS owner of the instance (pg_ctl refuses to run as root): (rc, stdout, stderr).
-
-        Output is captured; a started server must log to a file (pg_ctl -l) so the pipes close
-        when pg_ctl exits.
-        """
-        kwargs = {}
-        owner = self.owner()
-        if os.geteuid() == 0 and owner.pw_uid != 0:
-            kwargs = dict(user=owner.pw_uid, group=owner.pw_gid,
-                          extra_groups=os.getgrouplist(owner.pw_name, owner.pw_gid))
-        try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd='/',
-                                  env=self.server_env(), timeout=timeout, check=False, **kwargs)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return 127, '', str(exc)
-        return proc.returncode, proc.stdout, proc.stderr
 
     def pg_ctl_options(self):
         """Extra pg_ctl options from the instance's pg_ctl.conf, as pg_ctlcluster applies them."""

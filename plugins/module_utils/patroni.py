@@ -363,12 +363,17 @@ class Cluster:
         return self.client is not None
 
     def local_files(self):
-        """Files of each member of this host: {name: {data_dir, config_dir, config_file, pgpass, log_file}}."""
+        """Files of each member of this host: {name: {data_dir, config_dir, config_file, pgpass, log_file,
+        port, socket_dir}} (port and socket_dir: where its PostgreSQL listens, from its configuration)."""
         files = {}
         for name, path, cfg in self.local:
             pg = cfg.get('postgresql') or {}
+            port = str(pg.get('listen', '')).rpartition(':')[2]
+            sockets = str((pg.get('parameters') or {}).get('unix_socket_directories') or '/var/run/postgresql')
             files[name] = dict(data_dir=pg.get('data_dir'), config_dir=pg.get('config_dir') or pg.get('data_dir'),
-                               config_file=path, pgpass=pg.get('pgpass'), log_file=log_path(self.version, name))
+                               config_file=path, pgpass=pg.get('pgpass'), log_file=log_path(self.version, name),
+                               port=int(port) if port.isdigit() else None,
+                               socket_dir=sockets.split(',')[0].strip() or '/var/run/postgresql')
         return files
 
     def describe(self):

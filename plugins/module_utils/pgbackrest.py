@@ -34,6 +34,7 @@ DEFAULT_REPO_PATH = '/var/lib/pgbackrest'
 DEFAULT_TIMEOUT = 3600
 # Seconds of silence after which `info` gives up on a read from the repository (see read_info).
 INFO_IO_TIMEOUT = 10
+STANZA_RE = re.compile(r'^[a-z0-9][a-z0-9_-]{0,62}$')
 LABEL_RE = re.compile(r'^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$')
 
 # pgBackRest's stanza status codes (info --output=json, status.code).
@@ -48,6 +49,20 @@ FROM pg_catalog.pg_stat_archiver
 """
 ARCHIVER_KEYS = ('archived_count', 'last_archived_wal', 'last_archived_time', 'failed_count',
                  'last_failed_wal', 'last_failed_time')
+
+
+def stanza_argument_spec():
+    """Option stanza (doc fragment dbaas.postgresql.instance.stanza)."""
+    return dict(stanza=dict(type='str'))
+
+
+def stanza_of(module, inst):
+    """The stanza a module acts on: option stanza, else the instance's name; fails on a bad name."""
+    stanza = module.params.get('stanza') or inst.cluster
+    if not STANZA_RE.match(stanza):
+        module.fail_json(msg='stanza must be 1-63 characters of [a-z0-9_-] starting with a letter or digit (got %r)'
+                         % stanza)
+    return stanza
 
 
 def stanza_config_path(stanza):

@@ -127,12 +127,14 @@ local_members:
   type: list
   elements: str
 local_files:
-  description: Files of each member configured on this host (what role dbaas.postgresql.terminate removes).
+  description:
+    - Files of each member configured on this host (what role dbaas.postgresql.terminate removes), and where its
+      PostgreSQL listens (C(port), C(socket_dir); the stanza of role dbaas.postgresql.pgbackrest lists them).
   returned: always
   type: dict
   sample: {tenant1-m1: {data_dir: /var/lib/postgresql/15/tenant1-m1, config_dir: /etc/postgresql/15/tenant1-m1,
            config_file: /etc/patroni/15-tenant1-m1.yml, pgpass: /var/lib/postgresql/.pgpass-patroni-15-tenant1-m1,
-           log_file: /var/log/postgresql/patroni-15-tenant1-m1.log}}
+           log_file: /var/log/postgresql/patroni-15-tenant1-m1.log, port: 5433, socket_dir: /var/run/postgresql}}
 errors:
   description: Why local members did not answer (when none did).
   returned: always

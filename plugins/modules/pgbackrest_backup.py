@@ -34,6 +34,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dbaas.postgresql.instance
   - dbaas.postgresql.instance.login
+  - dbaas.postgresql.instance.stanza
 attributes:
   check_mode:
     description: Checks that the stanza exists and the instance runs, reports changed, takes no backup.
@@ -124,6 +125,8 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.pgbackrest import
     fail_command,
     require_stanza,
     run_pgbackrest,
+    stanza_argument_spec,
+    stanza_of,
     warnings_of,
 )
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
@@ -135,6 +138,7 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
 def main():
     argument_spec = instance_argument_spec()
     argument_spec.update(login_argument_spec())
+    argument_spec.update(stanza_argument_spec())
     argument_spec.update(
         type=dict(type='str', default='full', choices=['full', 'diff', 'incr']),
         timeout=dict(type='int', default=3600),
@@ -143,7 +147,7 @@ def main():
     ensure_psycopg(module)
     ctl = instance_controller(module)
     inst = ctl.instance
-    stanza = inst.cluster
+    stanza = stanza_of(module, inst)
     result = dict(changed=False, backup=None, commands=[], **inst.facts())
 
     before = require_stanza(module, ctl, stanza, result)

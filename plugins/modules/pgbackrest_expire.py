@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dbaas.postgresql.instance
   - dbaas.postgresql.instance.login
+  - dbaas.postgresql.instance.stanza
 attributes:
   check_mode:
     description:
@@ -133,6 +134,8 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.pgbackrest import
     parse_expire_output,
     require_stanza,
     run_pgbackrest,
+    stanza_argument_spec,
+    stanza_of,
     warnings_of,
 )
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
@@ -179,6 +182,7 @@ def run_expire(module, ctl, stanza, options, result):
 def main():
     argument_spec = instance_argument_spec()
     argument_spec.update(login_argument_spec())
+    argument_spec.update(stanza_argument_spec())
     argument_spec.update(
         labels=dict(type='list', elements='str'),
         archive_only=dict(type='bool', default=False),
@@ -189,7 +193,7 @@ def main():
     ensure_psycopg(module)
     ctl = instance_controller(module)
     inst = ctl.instance
-    stanza = inst.cluster
+    stanza = stanza_of(module, inst)
     labels = module.params['labels']
     result = dict(changed=False, removed=[], removed_archive=[], commands=[], **inst.facts())
 

@@ -46,6 +46,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dbaas.postgresql.instance
   - dbaas.postgresql.instance.login
+  - dbaas.postgresql.instance.stanza
 attributes:
   check_mode:
     description: Reports whether the stanza would be created or deleted; changes nothing and runs no C(check).
@@ -250,7 +251,9 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.pgbackrest import
     has_config,
     read_archiver,
     run_pgbackrest,
+    stanza_argument_spec,
     stanza_config_path,
+    stanza_of,
 )
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     ensure_psycopg,
@@ -266,6 +269,7 @@ def require_running(module, ctl, what, result):
 def main():
     argument_spec = instance_argument_spec()
     argument_spec.update(login_argument_spec())
+    argument_spec.update(stanza_argument_spec())
     argument_spec.update(
         stanza_state=dict(type='str', choices=['present', 'absent']),
         check=dict(type='bool', default=False),
@@ -275,7 +279,7 @@ def main():
     ensure_psycopg(module)
     ctl = instance_controller(module)
     inst = ctl.instance
-    stanza = inst.cluster
+    stanza = stanza_of(module, inst)
     params = module.params
     timeout = params['timeout']
     result = dict(changed=False, stanza_changed=None, checked=False, commands=[], socket_dir=inst.socket_dir,

@@ -384,8 +384,10 @@ def check_source(module, ctl, result):
         module.warn('Source %s does not answer on port %d (%s): pgbackrest check skipped, the WAL it has not '
                     'archived yet is not restored' % (stanza, port, error_text(exc)))
         return False
-    rc, out, err = run_pgbackrest(ctl, stanza, 'check', ['--pg1-port=%d' % port, '--pg1-socket-path=%s' % socket_dir],
-                                  timeout=params['timeout'], result=result)
+    # A Patroni cluster's stanza lists its members (pg1, pg2, ...): pgBackRest finds the primary itself.
+    several = 'pg2-path' in read_stanza_options(stanza)
+    options = [] if several else ['--pg1-port=%d' % port, '--pg1-socket-path=%s' % socket_dir]
+    rc, out, err = run_pgbackrest(ctl, stanza, 'check', options, timeout=params['timeout'], result=result)
     if rc != 0:
         module.fail_json(msg='%s. Nothing was changed on the target.' % command_error('check', rc, out, err), **result)
     return True

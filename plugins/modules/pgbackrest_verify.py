@@ -35,6 +35,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dbaas.postgresql.instance
   - dbaas.postgresql.instance.login
+  - dbaas.postgresql.instance.stanza
 options:
   backup_label:
     description:
@@ -180,6 +181,8 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.pgbackrest import
     find_backup,
     require_stanza,
     run_pgbackrest,
+    stanza_argument_spec,
+    stanza_of,
 )
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import (
     CLUSTER_RE,
@@ -457,6 +460,7 @@ def verify(scratch, label, timeout, verification, clock):
 def main():
     argument_spec = instance_argument_spec()
     argument_spec.update(login_argument_spec())
+    argument_spec.update(stanza_argument_spec())
     argument_spec.update(
         backup_label=dict(type='str', required=True),
         scratch_port=dict(type='int', required=True),
@@ -467,7 +471,7 @@ def main():
     ensure_psycopg(module)
     params = module.params
     ctl = instance_controller(module)
-    stanza = params['cluster']
+    stanza = stanza_of(module, ctl.instance)
     label = params['backup_label']
     name = params['scratch_cluster'] or 'verify-' + stanza[:40]
     result = dict(changed=False, commands=[], scratch_cluster=name, version=params['version'], cluster=stanza)
