@@ -388,7 +388,6 @@ def _set_backup_vars(settings: BackupSettings, archive_enabled: bool, initial_fu
 def set_backup(ctx: Context, actor: Account, cluster_id: str, settings: BackupSettings) -> Operation:
     with ctx.sessions.begin() as session:
         cluster = clusters.get_live_cluster(ctx, actor, cluster_id, session)
-        clusters.refuse_ha(cluster, "setting backups (pgBackRest following the Patroni leader)")
         policy = policy_of(session, cluster.id)
         archive_enabled = policy.archive_enabled if policy is not None else True
         step = _backup_step(ctx, "set_backup.yml", _set_backup_vars(settings, archive_enabled, True))
@@ -603,9 +602,17 @@ def plan_target(session: Session, source: Cluster, *, number=None, time: datetim
                                     "pg_restore_inclusive": inclusive})
 
 
+def stanza_of(cluster: Cluster) -> str:
+    """The cluster's pgBackRest stanza: named after its instance, an HA cluster's after its Patroni scope
+    (one stanza for every member, whichever leads)."""
+    if cluster.topology == clusters.HA:
+        return clusters.ha_scope_member(cluster).name
+    return clusters.primary(cluster).name
+
+
 def _restore_vars(source: Cluster, target: RestoreTarget) -> dict:
     lead = clusters.primary(source)
-    extravars = {"pg_restore_source": lead.name, **target.extravars}
+    extravars = {"pg_restore_source": stanza_of(source), **target.extravars}
     if source.service_state == RUNNING:
         extravars["pg_restore_source_port"] = lead.port  # archive the current WAL first
     return extravars
@@ -665,7 +672,6 @@ def restore_into(ctx: Context, actor: Account, target_id: str, source_id: str, t
         target_cluster = clusters.get_live_cluster(ctx, actor, target_id, session)
         if source.id == target_cluster.id:
             raise Invalid("sourceId must be another instance than the one restored into", field="sourceId")
-        clusters.refuse_ha(target_cluster, "a restore into the instance")
         for cluster, name in ((source, "source"), (target_cluster, "destination")):
             if cluster.service_state != RUNNING:
                 raise Conflict(f"the {name} instance {cluster.id} is {cluster.service_state}: both must be ACTIVE")

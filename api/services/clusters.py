@@ -465,11 +465,14 @@ def check_not_terminated(cluster: Cluster) -> None:
         raise Conflict(f"cluster {cluster.id} is {cluster.service_state}: it has no instance to act on")
 
 
-# Playbooks that act on a whole Patroni cluster (pg_cluster names it); every other one acts on one
-# member, an HA cluster's leader.
+# Playbooks that act on a whole Patroni cluster (pg_cluster names it; the backup playbooks act on its
+# one stanza from the member leading at run time, playbooks/tasks/leader.yml; restore.yml restores
+# every member); every other one acts on one member, an HA cluster's leader.
 HA_CLUSTER_PLAYBOOKS = frozenset({"provision.yml", "enable_ha.yml", "ha_status.yml", "start.yml", "stop.yml",
                                   "restart.yml", "reload.yml", "switchover.yml", "failover.yml", "reinit_member.yml",
-                                  "terminate.yml"})
+                                  "terminate.yml", "set_backup.yml", "unset_backup.yml", "backup.yml",
+                                  "backup_info.yml", "verify_backup.yml", "remove_backups.yml", "delete_archive.yml",
+                                  "restore.yml"})
 
 
 def contract_vars(cluster: Cluster, playbook: str = "") -> dict:

@@ -54,6 +54,9 @@ class PatroniError(Exception):
         self.body = body
 
 
+DEFAULT_SOCKET_DIR = '/var/run/postgresql'
+
+
 def config_path(version, member):
     return os.path.join(PATRONI_CONF_ROOT, '%s-%s.yml' % (version, member))
 
@@ -277,39 +280,57 @@ def prepare_daemon_files(version, member, cfg):
             os.chown(log, owner.pw_uid, owner.pw_gid)
 
 
-def etcd_delete_prefix(endpoint, prefix, timeout=10):
-    """Delete every key under prefix through etcd's v3 JSON gateway; returns the number deleted."""
+def etcd_ranges(prefix, keep=()):
+    """[(key, range_end)] (bytes) covering every key under prefix except the keys of keep (full names)."""
     key = prefix.encode()
-    range_end = key[:-1] + bytes([key[-1] + 1])
-    body = json.dumps({'key': base64.b64encode(key).decode(),
-                       'range_end': base64.b64encode(range_end).decode()}).encode()
-    last_error = None
-    for api in ('/v3/kv/deleterange', '/v3beta/kv/deleterange'):
-        try:
-            with open_url(endpoint.rstrip('/') + api, data=body, method='POST', timeout=timeout,
-                          headers={'Content-Type': 'application/json'}) as resp:
-                answer = json.loads(resp.read().decode() or '{}')
-            return int(answer.get('deleted', 0))
-        except urllib.error.HTTPError as exc:
-            last_error = exc
-            if exc.code != 404:
+    end = key[:-1] + bytes([key[-1] + 1])
+    ranges, start = [], key
+    for kept in sorted(k.encode() for k in keep):
+        if start < kept:
+            ranges.append((start, kept))
+        start = kept + b'\x00'  # the key right after the kept one
+    ranges.append((start, end))
+    return ranges
+
+
+def _etcd_post(endpoint, api, body, timeout):
+    with open_url(endpoint.rstrip('/') + api, data=json.dumps(body).encode(), method='POST', timeout=timeout,
+                  headers={'Content-Type': 'application/json'}) as resp:
+        return json.loads(resp.read().decode() or '{}')
+
+
+def _range_body(key, range_end, **extra):
+    return dict(key=base64.b64encode(key).decode(), range_end=base64.b64encode(range_end).decode(), **extra)
+
+
+def etcd_delete_prefix(endpoint, prefix, timeout=10, keep=()):
+    """Delete every key under prefix (but those of keep) through etcd's v3 JSON gateway; the number deleted."""
+    deleted = 0
+    for key, range_end in etcd_ranges(prefix, keep):
+        last_error = None
+        for api in ('/v3/kv/deleterange', '/v3beta/kv/deleterange'):
+            try:
+                deleted += int(_etcd_post(endpoint, api, _range_body(key, range_end), timeout).get('deleted', 0))
+                last_error = None
                 break
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            last_error = exc
-            break
-    raise PatroniError('Deleting %s from etcd at %s failed: %s' % (prefix, endpoint, last_error))
+            except urllib.error.HTTPError as exc:
+                last_error = exc
+                if exc.code != 404:
+                    break
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last_error = exc
+                break
+        if last_error is not None:
+            raise PatroniError('Deleting %s from etcd at %s failed: %s' % (prefix, endpoint, last_error))
+    return deleted
 
 
-def etcd_count_prefix(endpoint, prefix, timeout=10):
-    """Number of keys under prefix (etcd v3 JSON gateway)."""
-    key = prefix.encode()
-    range_end = key[:-1] + bytes([key[-1] + 1])
-    body = json.dumps({'key': base64.b64encode(key).decode(), 'range_end': base64.b64encode(range_end).decode(),
-                       'count_only': True}).encode()
+def etcd_count_prefix(endpoint, prefix, timeout=10, keep=()):
+    """Number of keys under prefix, but those of keep (etcd v3 JSON gateway)."""
     try:
-        with open_url(endpoint.rstrip('/') + '/v3/kv/range', data=body, method='POST', timeout=timeout,
-                      headers={'Content-Type': 'application/json'}) as resp:
-            return int(json.loads(resp.read().decode() or '{}').get('count', 0))
+        return sum(int(_etcd_post(endpoint, '/v3/kv/range', _range_body(key, range_end, count_only=True),
+                                  timeout).get('count', 0))
+                   for key, range_end in etcd_ranges(prefix, keep))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise PatroniError('Reading %s from etcd at %s failed: %s' % (prefix, endpoint, exc)) from None
 
@@ -363,23 +384,31 @@ class Cluster:
         return self.client is not None
 
     def local_files(self):
-        """Files of each member of this host: {name: {data_dir, config_dir, config_file, pgpass, log_file,
-        port, socket_dir}} (port and socket_dir: where its PostgreSQL listens, from its configuration)."""
+        """Files of each member of this host: {name: {data_dir, config_dir, config_file, pgpass, log_file}}."""
         files = {}
         for name, path, cfg in self.local:
             pg = cfg.get('postgresql') or {}
-            port = str(pg.get('listen', '')).rpartition(':')[2]
-            sockets = str((pg.get('parameters') or {}).get('unix_socket_directories') or '/var/run/postgresql')
             files[name] = dict(data_dir=pg.get('data_dir'), config_dir=pg.get('config_dir') or pg.get('data_dir'),
-                               config_file=path, pgpass=pg.get('pgpass'), log_file=log_path(self.version, name),
-                               port=int(port) if port.isdigit() else None,
-                               socket_dir=sockets.split(',')[0].strip() or '/var/run/postgresql')
+                               config_file=path, pgpass=pg.get('pgpass'), log_file=log_path(self.version, name))
         return files
+
+    def local_instances(self):
+        """Where each member of this host keeps and serves its PostgreSQL, from its configuration:
+        {name: {data_directory, port, socket_dir}} (what a pgBackRest stanza names)."""
+        instances = {}
+        for name, dummy, cfg in self.local:
+            pg = cfg.get('postgresql') or {}
+            port = str(pg.get('listen', '')).rpartition(':')[2]
+            sockets = str((pg.get('parameters') or {}).get('unix_socket_directories') or DEFAULT_SOCKET_DIR)
+            instances[name] = dict(data_directory=pg.get('data_dir'), port=int(port) if port.isdigit() else None,
+                                   socket_dir=sockets.split(',')[0].strip() or DEFAULT_SOCKET_DIR)
+        return instances
 
     def describe(self):
         """The cluster as GET /cluster tells, members enriched with GET /patroni of each (dict)."""
         described = self._describe()
         described['local_files'] = self.local_files()
+        described['local_instances'] = self.local_instances()
         return described
 
     def _describe(self):

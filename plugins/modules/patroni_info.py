@@ -127,14 +127,19 @@ local_members:
   type: list
   elements: str
 local_files:
-  description:
-    - Files of each member configured on this host (what role dbaas.postgresql.terminate removes), and where its
-      PostgreSQL listens (C(port), C(socket_dir); the stanza of role dbaas.postgresql.pgbackrest lists them).
+  description: Files of each member configured on this host (what role dbaas.postgresql.terminate removes).
   returned: always
   type: dict
   sample: {tenant1-m1: {data_dir: /var/lib/postgresql/15/tenant1-m1, config_dir: /etc/postgresql/15/tenant1-m1,
            config_file: /etc/patroni/15-tenant1-m1.yml, pgpass: /var/lib/postgresql/.pgpass-patroni-15-tenant1-m1,
-           log_file: /var/log/postgresql/patroni-15-tenant1-m1.log, port: 5433, socket_dir: /var/run/postgresql}}
+           log_file: /var/log/postgresql/patroni-15-tenant1-m1.log}}
+local_instances:
+  description:
+    - Where each member configured on this host keeps and serves its PostgreSQL (from its Patroni configuration);
+      the stanza of role dbaas.postgresql.pgbackrest lists them.
+  returned: always
+  type: dict
+  sample: {tenant1-m1: {data_directory: /var/lib/postgresql/15/tenant1-m1, port: 5433, socket_dir: /var/run/postgresql}}
 errors:
   description: Why local members did not answer (when none did).
   returned: always
@@ -156,7 +161,8 @@ def main():
     cluster = Cluster(params['version'], params['cluster'], params.get('patroni'))
     if not cluster.local and not (params.get('patroni') or {}).get('url'):
         module.exit_json(changed=False, exists=False, scope=params['cluster'], reachable=False, leader=None,
-                         paused=None, members=[], local_members=[], local_files={}, errors=[])
+                         paused=None, members=[], local_members=[], local_files={}, local_instances={},
+                         errors=[])
     try:
         described = cluster.describe()
     except PatroniError as exc:

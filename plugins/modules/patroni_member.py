@@ -16,6 +16,9 @@ description:
   - V(configured) brings the dynamic configuration (DCS) to O(config); it changes only what differs.
   - V(removed) deletes the cluster's keys from the DCS (etcd, prefix C(/pgdbaas/<cluster>/)), only once no
     member configured on this host runs (role C(dbaas.postgresql.terminate) stops them first).
+  - V(removed) with O(keep_config) keeps the dynamic configuration (key C(config)) and forgets the rest (leader,
+    members, history, C(initialize)): the first member to start then takes over its data directory as the
+    leader, as after an in-place restore (playbook restore.yml).
 options:
   member:
     description: Member to reinitialize (required with O(state=reinitialized)).
@@ -31,6 +34,10 @@ options:
         C(maximum_lag_on_failover), C(synchronous_mode), C(postgresql.use_pg_rewind), ...); those that differ from
         C(GET /config) are sent with one C(PATCH /config).
     type: dict
+  keep_config:
+    description: With O(state=removed), keep the dynamic configuration (see the description).
+    type: bool
+    default: false
   timeout:
     description: Seconds to wait for the reinitialized member, or for the pause to show.
     type: int
@@ -115,11 +122,12 @@ def remove(module, cluster):
     if not endpoints:
         module.exit_json(changed=False, deleted_keys=0)
     prefix = '%s%s/' % (NAMESPACE, scope)
+    keep = [prefix + 'config'] if module.params['keep_config'] else []
     try:
         if module.check_mode:
-            count = etcd_count_prefix(endpoints[0], prefix)
+            count = etcd_count_prefix(endpoints[0], prefix, keep=keep)
         else:
-            count = etcd_delete_prefix(endpoints[0], prefix)
+            count = etcd_delete_prefix(endpoints[0], prefix, keep=keep)
     except PatroniError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=count > 0, deleted_keys=count)
@@ -154,7 +162,8 @@ def main():
     argument_spec.update(member=dict(type='str'),
                          state=dict(type='str', required=True,
                                     choices=['reinitialized', 'paused', 'resumed', 'removed', 'configured']),
-                         config=dict(type='dict'))
+                         config=dict(type='dict'),
+                         keep_config=dict(type='bool', default=False))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[('state', 'reinitialized', ['member']), ('state', 'configured', ['config'])])
     params = module.params

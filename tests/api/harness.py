@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,3 +234,15 @@ def postgres_store(instance: str, port: int, password: str) -> Iterator[str]:
         yield f"postgresql+psycopg://pgdbaas:{password}@127.0.0.1:{port}/pgdbaas"
     finally:
         drop_instance(instance)
+
+
+@contextmanager
+def repository():
+    """A pgBackRest repository directory the instances' owner reaches (pytest's tmp is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="pgdbaas-test-repo-", dir="/var/tmp"))
+    owner = pwd.getpwnam("postgres")
+    os.chown(path, owner.pw_uid, owner.pw_gid)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

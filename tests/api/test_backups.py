@@ -8,35 +8,18 @@ removal, corruption) get a cluster of their own.
 """
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.api.harness import ApiServer, cluster_body, drop_instance, wait_request
+from tests.api.harness import ApiServer, cluster_body, drop_instance, repository, wait_request
 
 PORTS = "57300-57349"
 SCHEDULER_PORTS = "57350-57369"
 PASSWORD = "App-Secret-Pw-1"
-
-
-@contextmanager
-def repository():
-    """A pgBackRest repository directory the instances' owner reaches (pytest's tmp is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="pgdbaas-test-repo-", dir="/var/tmp"))
-    owner = pwd.getpwnam("postgres")
-    os.chown(path, owner.pw_uid, owner.pw_gid)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def backup_server(tmp: Path, repo: Path, port_range: str, **env) -> ApiServer:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.api.harness import ApiServer, cluster_body, finished
+from tests.api.harness import ApiServer, cluster_body, finished, repository
 from tests.patroni_processes import pid_of, wipe_etcd, wipe_members
 
 PORTS = "58150-58179"
@@ -33,18 +33,22 @@ def our_members() -> list[str]:
 def wipe() -> None:
     wipe_members(sorted(set(our_members())))
     wipe_etcd(ETCD["PGDBAAS_ETCD_NAME"])
+    for stanza in Path("/etc/pgbackrest/conf.d").glob("tapha*.conf"):
+        stanza.unlink()
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     wipe()
-    server = ApiServer(tmp_path_factory.mktemp("ha"), port_range=PORTS, extra_env=ETCD)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        wipe()
+    with repository() as repo:
+        server = ApiServer(tmp_path_factory.mktemp("ha"), port_range=PORTS,
+                           extra_env={**ETCD, "PGDBAAS_BACKUP_REPO_PATH": str(repo)})
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            wipe()
 
 
 @pytest.fixture
@@ -159,9 +163,32 @@ def test_native_ha_cluster_switches_over_and_serves_every_operation(admin):
     with connect(primary["port"]) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == ROWS + 1
 
-    # What an HA cluster cannot do yet answers 409, and changes nothing.
-    response = admin.post(f"/v1/clusters/{cluster_id}/backups", json={"retention_period_day": "7"})
-    assert response.status_code == 409 and "is HA" in response.json()["detail"], response.text
+    # Backups: one stanza for the cluster, taken from whichever member leads; a point-in-time restore
+    # into a new cluster holds exactly the rows committed by the target, across a switchover.
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/backups", json={
+        "archive_frequency_minute": "1", "retention_period_day": "7", "starting_time_hour": "2"}))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": standby["name"]}))
+    with connect(standby["port"]) as conn:
+        conn.execute(f"INSERT INTO items VALUES ({ROWS + 2})")
+        target = conn.execute(f"SELECT pg_xact_commit_timestamp(xmin) FROM items WHERE id = {ROWS + 2}").fetchone()[0]
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/backup-histories", json={"type": "incr"}))
+    with connect(standby["port"]) as conn:
+        conn.execute(f"INSERT INTO items VALUES ({ROWS + 3})")  # after the target: not restored
+    history = admin.get(f"/v1/clusters/{cluster_id}/backup-histories").json()
+    assert [e["backup_type"] for e in history["contents"]] == ["incr", "full"], history
+    assert {e["backup_state"] for e in history["contents"]} == {"COMPLETED"}
+    response = admin.post(f"/v1/clusters/{cluster_id}/restore",
+                          json={"name": "tapha-pitr", "backup_recovery_time": target.isoformat()})
+    assert response.status_code == 202, response.text
+    restored_id = response.json()["resource"]["id"]
+    finished(admin, response)
+    [restored] = members(admin, restored_id).values()
+    with connect(restored["port"]) as conn:
+        assert conn.execute("SELECT max(id), count(*) FROM items").fetchone() == (ROWS + 2, ROWS + 2)
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+    finished(admin, admin.delete(f"/v1/clusters/{restored_id}"))
+    finished(admin, admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": primary["name"]}))
+
     response = admin.post(f"/v1/clusters/{cluster_id}/switchover", json={"candidate": "nobody"})
     assert response.status_code == 400 and response.json()["field"] == "candidate", response.text
 

@@ -201,3 +201,28 @@ def test_backups_follow_the_leader_after_a_failover(ha):
     assert poll(lambda: all_streaming(ha), 120)
     with member_conn(old) as conn:
         assert conn.execute('SELECT pg_is_in_recovery()').fetchone()[0] is True
+
+
+def test_restore_in_place_brings_every_member_back_to_the_target(ha):
+    assert poll(lambda: all_streaming(ha), 120)
+    with leader_conn() as conn:
+        kept = batches(conn)
+    target = commit_batch(10)
+    commit_batch(11)  # after the target: gone from every member
+    restore = ha.run('restore', pg_controller='patroni', pg_restore_source=CLUSTER, pg_restore_type='time',
+                     pg_restore_time=target.isoformat(), pg_restore_inclusive=True)
+    assert not restore.failed, restore.raw
+    assert restore.report['restore']['timeline'] >= 2
+    assert poll(lambda: all_streaming(ha), 120)
+    assert rest_leader(CLUSTER)  # the restored member leads; the other was cloned from it
+    expected = {**kept, 10: 100}
+    for name in PORTS:
+        with member_conn(name) as conn:
+            assert poll(lambda: batches(conn) == expected, 60), (name, batches(conn))
+    commit_batch(12)  # read-write, and archiving into the stanza again
+    backup = ha.run('backup', pg_controller='patroni', pg_backup_type='incr')
+    assert not backup.failed, backup.raw
+    again = ha.run('restore', pg_controller='patroni', pg_restore_source=CLUSTER, pg_restore_type='time',
+                   pg_restore_time=target.isoformat(), pg_restore_inclusive=True)
+    assert not again.failed, again.raw
+    assert not [r['_task'] for r in again.results if r.get('changed')], 'a repeated restore changed something'

@@ -1,8 +1,10 @@
 # Copyright: pgdbaas contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The configuration reader of module_utils/postgres.py, on real files."""
+"""Pure helpers of module_utils (the configuration reader, extensions, etcd key ranges, stanza names), on real files or none."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +16,8 @@ from ansible_collections.dbaas.postgresql.plugins.module_utils.extensions import
     parse_dpkg_search,
     split_list,
 )
+from ansible_collections.dbaas.postgresql.plugins.module_utils.patroni import etcd_ranges
+from ansible_collections.dbaas.postgresql.plugins.module_utils.pgbackrest import stanza_of
 from ansible_collections.dbaas.postgresql.plugins.module_utils.postgres import parse_conf
 
 
@@ -121,3 +125,35 @@ def test_denied_extensions_and_their_dependents():
     assert denied_message('myext', requires).startswith(
         'extension "myext" is denied: it requires extension "plperlu" (untrusted language')
     assert denied_message('loop', requires) is None
+
+
+def test_etcd_ranges_cover_a_prefix_but_the_kept_keys():
+    assert etcd_ranges('/pgdbaas/t1/') == [(b'/pgdbaas/t1/', b'/pgdbaas/t10')]
+    ranges = etcd_ranges('/pgdbaas/t1/', keep=['/pgdbaas/t1/config'])
+    assert ranges == [(b'/pgdbaas/t1/', b'/pgdbaas/t1/config'), (b'/pgdbaas/t1/config\x00', b'/pgdbaas/t10')]
+
+    def covered(key):
+        return any(start <= key.encode() < end for start, end in ranges)
+    for key in ('/pgdbaas/t1/leader', '/pgdbaas/t1/members/t1-m1', '/pgdbaas/t1/initialize', '/pgdbaas/t1/configx',
+                '/pgdbaas/t1/a', '/pgdbaas/t1/zz'):
+        assert covered(key), key
+    for key in ('/pgdbaas/t1/config', '/pgdbaas/t10/leader', '/pgdbaas/t1', '/pgdbaas/t2/leader'):
+        assert not covered(key), key
+
+
+@pytest.mark.parametrize('given, expected', [(None, 'tenant1'), ('', 'tenant1'), ('scope-1', 'scope-1')])
+def test_stanza_of_defaults_to_the_instance(given, expected):
+    module = SimpleNamespace(params={'stanza': given}, fail_json=pytest.fail)
+    assert stanza_of(module, SimpleNamespace(cluster='tenant1')) == expected
+
+
+def test_stanza_of_refuses_a_name_that_is_not_one():
+
+    class Failed(Exception):
+        pass
+
+    def fail_json(msg):
+        raise Failed(msg)
+    module = SimpleNamespace(params={'stanza': 'x --repo1-path=/tmp'}, fail_json=fail_json)
+    with pytest.raises(Failed, match='stanza must be'):
+        stanza_of(module, SimpleNamespace(cluster='tenant1'))
