@@ -73,9 +73,16 @@ def both_running(run) -> bool:
 
 
 def lost(writer: Writer) -> int:
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        present = {row[0] for row in conn.execute(f"SELECT id FROM {writer.table}")}
-    return len(set(writer.acked) - present)
+    """Acknowledged ids missing from the table, read on the leader once one accepts connections again
+    (right after a failover the new leader may still be settling: retried, bounded)."""
+    def present() -> tuple | None:  # a 1-tuple: true also when no id is there
+        try:
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                return ({row[0] for row in conn.execute(f"SELECT id FROM {writer.table}")},)
+        except psycopg.OperationalError:
+            return None
+    [ids] = poll(present, 60, what="a read-write member to count the writes")
+    return len(set(writer.acked) - ids)
 
 
 def make_cluster(run, scale: int) -> tuple[float, int]:

@@ -236,5 +236,30 @@ def test_itcare_enable_ha_keeps_the_data_and_shows_the_nodes(admin):
     response = admin.patch(f"/itcare/databases/postgresql/{instance_id}",
                            json={"operation": "enable_ha", "options": {"replicationLag": 50}})
     assert response.status_code == 409 and "HA already" in response.json()["message"], response.text
+
+    # ITCare restore into the HA instance: another instance's data at a time replaces it on every
+    # node (the standby cloned again from the restored leader).
+    response = admin.post("/v1/clusters", json=cluster_body("taphasrc"))
+    source_id = response.json()["resource"]["id"]
+    finished(admin, response)
+    finished(admin, admin.post(f"/v1/clusters/{source_id}/backups", json={
+        "archive_frequency_minute": "1", "retention_period_day": "7", "starting_time_hour": "2"}))
+    [source] = members(admin, source_id).values()
+    with connect(source["port"]) as conn:
+        conn.execute("CREATE TABLE src (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO src SELECT generate_series(1, 10)")
+        stamp = conn.execute("SELECT pg_xact_commit_timestamp(xmin) FROM src LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO src VALUES (11)")  # after the timestamp: not restored
+    finished(admin, admin.patch(f"/itcare/databases/postgresql/{instance_id}", json={
+        "operation": "restore", "options": {"sourceId": source_id, "stop": "AFTER",
+                                            "timestamp": stamp.isoformat(timespec="microseconds")}}))
+    nodes = {n["role"]: n for n in admin.get(f"/itcare/databases/postgresql/{instance_id}/nodes").json()}
+    assert set(nodes) == {"primary", "standby"} and {n["status"] for n in nodes.values()} == {"ACTIVE"}, nodes
+    assert nodes["primary"]["name"] == node["name"]
+    assert replayed(nodes["standby"]["port"], nodes["primary"]["port"])
+    for role in ("primary", "standby"):
+        with connect(nodes[role]["port"]) as conn:
+            assert conn.execute("SELECT count(*), max(id) FROM src").fetchone() == (10, 10), role
+    finished(admin, admin.delete(f"/v1/clusters/{source_id}"))
     finished(admin, admin.delete(f"/itcare/databases/postgresql/{instance_id}"))
     assert admin.get(f"/itcare/databases/postgresql/{instance_id}").json()["status"] == "DELETED"
