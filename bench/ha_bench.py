@@ -111,7 +111,7 @@ def main() -> None:
         wipe()
         try:
             enable_times = {}
-            for scale in (1, args.scale):
+            for scale in sorted({1, args.scale}):  # --scale 1: only the small cluster (RTO and gap runs)
                 seconds, size = make_cluster(run, scale)
                 enable_times[scale] = (seconds, size)
                 print(f"enable_ha, pgbench scale {scale} ({size / 2**20:.0f} MiB): {seconds:.1f} s", flush=True)
