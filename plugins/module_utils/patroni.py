@@ -401,7 +401,7 @@ class Cluster:
             port = str(pg.get('listen', '')).rpartition(':')[2]
             sockets = str((pg.get('parameters') or {}).get('unix_socket_directories') or DEFAULT_SOCKET_DIR)
             instances[name] = dict(data_directory=pg.get('data_dir'), port=int(port) if port.isdigit() else None,
-                                   socket_dir=sockets.split(',')[0].strip() or DEFAULT_SOCKET_DIR)
+                                   socket_dir=sockets.split(',', maxsplit=1)[0].strip() or DEFAULT_SOCKET_DIR)
         return instances
 
     def describe(self):

@@ -17,7 +17,7 @@ description:
   - V(removed) deletes the cluster's keys from the DCS (etcd, prefix C(/pgdbaas/<cluster>/)), only once no
     member configured on this host runs (role C(dbaas.postgresql.terminate) stops them first).
   - V(removed) with O(keep_config) keeps the dynamic configuration (key C(config)) and forgets the rest (leader,
-    members, history, C(initialize)): the first member to start then takes over its data directory as the
+    members, history, C(initialize)), so that the first member to start takes over its data directory as the
     leader, as after an in-place restore (playbook restore.yml).
 options:
   member:
