@@ -7,12 +7,15 @@ Paths are the roles' (docs/playbooks.md, "High availability"): members under
 an etcd member under /var/lib/etcd/<name>, /etc/etcd/<name>.yml, /run/etcd/<name>.pid."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -58,6 +61,17 @@ def end_pid(pid: int | None, timeout: float = 30) -> None:
             return
         if poll(lambda: not alive(pid), timeout):
             return
+
+
+def rest_get(port: int, path: str):
+    """(status, body) of GET path on the Patroni REST API at 127.0.0.1:port; (None, None) when it does not answer."""
+    try:
+        with urllib.request.urlopen('http://127.0.0.1:%d%s' % (port, path), timeout=3) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b'{}')
+    except (urllib.error.URLError, OSError, ValueError):
+        return None, None
 
 
 def member_paths(name: str, version: str = "15") -> list[Path]:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.collection.conftest import PgInstance
-from tests.patroni_processes import Writer, member_paths, pid_of, poll, wipe_etcd, wipe_members
+from tests.patroni_processes import Writer, member_paths, pid_of, poll, rest_get, wipe_etcd, wipe_members
 
 CLUSTER = 'tha1'
 STANDBY = 'tha1-m1'
@@ -45,14 +45,7 @@ WRITER_DSN = ('host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres password=%s dbn
 
 def rest(member, path):
     """(status, body) of GET path on the member's REST API; (None, None) when it does not answer."""
-    req = urllib.request.Request('http://127.0.0.1:%d%s' % (REST[member], path))
-    try:
-        with urllib.request.urlopen(req, timeout=3) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b'{}')
-    except (urllib.error.URLError, OSError, ValueError):
-        return None, None
+    return rest_get(REST[member], path)
 
 
 def cluster_view():

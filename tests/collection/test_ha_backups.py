@@ -12,13 +12,11 @@ passes alone too. Processes are ended by PID, never by name.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +24,7 @@ import psycopg
 import pytest
 
 from tests.collection.conftest import PgInstance
-from tests.patroni_processes import pid_of, poll, wipe_etcd, wipe_members
+from tests.patroni_processes import pid_of, poll, rest_get, wipe_etcd, wipe_members
 
 CLUSTER, STANDBY, TARGET = 'thb1', 'thb1-m1', 'thb-restored'
 PORTS = {CLUSTER: 58300, STANDBY: 58301}
@@ -83,11 +81,7 @@ def all_streaming(ha):
 
 def rest_leader(name):
     """Whether the member's REST API says it leads (GET /leader answers 200)."""
-    try:
-        with urllib.request.urlopen('http://127.0.0.1:%d/leader' % REST[name], timeout=3) as resp:
-            return resp.status == 200 and json.loads(resp.read()).get('role') in ('master', 'primary', 'leader')
-    except (OSError, ValueError):
-        return False
+    return rest_get(REST[name], '/leader')[0] == 200
 
 
 def commit_batch(batch):
